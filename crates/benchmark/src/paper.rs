@@ -1,0 +1,1 @@
+//! Loader for the paper's `prompts_50.txt` format (DESIGN §1).

@@ -1,0 +1,1 @@
+//! Loader for scrbench's own YAML benchmark format (see `prompts/README.md`).

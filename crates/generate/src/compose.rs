@@ -1,0 +1,1 @@
+//! The `compose` generator: a deterministic synthetic scene with controlled identity collapse.

@@ -1,0 +1,1 @@
+//! Study configuration, stages and the resumable runner.

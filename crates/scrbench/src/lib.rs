@@ -1,0 +1,1 @@
+//! The scrbench command line, shared by the `scrbench` binary and `cargo xtask`.

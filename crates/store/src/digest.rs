@@ -1,0 +1,1 @@
+//! SHA-256 digests, shown and stored as lower-case hex.

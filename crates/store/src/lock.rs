@@ -1,0 +1,1 @@
+//! Per-key locks as lease files that expire when their holder dies.

@@ -1,0 +1,2 @@
+//! `cargo xtask`: the scrbench commands plus development automation.
+fn main() {}
