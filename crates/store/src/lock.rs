@@ -131,7 +131,7 @@ impl LockGuard {
         })
     }
 
-    fn is_ours(&self) -> bool {
+    pub(crate) fn is_ours(&self) -> bool {
         is_ours(&self.path, &self.nonce)
     }
 }

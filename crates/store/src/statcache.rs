@@ -73,7 +73,7 @@ impl Entry {
         self.verified_ns.saturating_sub(RACY_WINDOW_NS) > changed
     }
 
-    fn to_line(&self, path: &str) -> String {
+    fn line(&self, path: &str) -> String {
         let m = &self.meta;
         format!(
             "{} {} {} {} {} {} {} {path}\n",
@@ -199,7 +199,7 @@ impl StatCache {
         for (path, entry) in &state.entries {
             // Paths that cannot be written on one line are simply not cached.
             if let Some(path) = path.to_str().filter(|p| !p.contains('\n')) {
-                out.write_all(entry.to_line(path).as_bytes())?;
+                out.write_all(entry.line(path).as_bytes())?;
             }
         }
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
