@@ -18,6 +18,23 @@
 //! - every read of a blob verifies its digest (through the [`statcache`] when the file's metadata is
 //!   unchanged since the last verification); a corrupt or truncated blob is logged, removed and
 //!   reported as a miss, never returned.
+//!
+//! Layout under the root (`<2 hex>` is the first byte of the file's digest, in hex):
+//! - `blobs/<2 hex>/<digest>`: blobs, read-only;
+//! - `actions/<stage>/<2 hex>/<key digest>.json`: [`ActionEntry`];
+//! - `failures/<stage>/<2 hex>/<key digest>.json`: the last [`FailureEntry`] of a key, removed when
+//!   the key succeeds;
+//! - `items/<stage>/<2 hex>/<digest of the item>.json`: the item's last key (success or failure);
+//! - `locks/<key digest>.lock`: leases ([`lock`]);
+//! - `tmp/<host>-<pid>-<counter>-<random><suffix>`: files being written ([`TempFile`]);
+//! - `statcache/entries`: the [`statcache`].
+//!
+//! Computing a key from several threads or processes without doing it twice:
+//! [`Store::lookup`]; on a miss [`Store::try_lock`] (or [`Store::lock`]); [`Store::lookup`] again,
+//! since the previous holder may just have finished; compute into [`Store::temp_file`]s; store
+//! them with [`Store::put_file`] / [`Store::put_bytes`]; [`Store::record`] (or
+//! [`Store::record_failure`]); drop the guard. Call [`Store::flush`] at the end of a run (it is
+//! also attempted when the store is dropped).
 
 pub mod digest;
 mod fsutil;
