@@ -257,8 +257,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// Where the problem is, for errors that point into a benchmark file.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Error::Syntax { at, .. }
+            | Error::UnknownSubject { at, .. }
+            | Error::SubjectCount { at, .. }
+            | Error::DuplicateId { at, .. }
+            | Error::RepeatedSubject { at, .. }
+            | Error::NoImage { at, .. }
+            | Error::MissingImage { at, .. }
+            | Error::UnreadableImage { at, .. } => Some(at),
+            Error::Read { .. } | Error::NotABenchmark { .. } | Error::Many(_) => None,
+        }
+    }
+
     /// `Ok` for no errors, the error itself for one, [`Error::Many`] for several (nested lists
-    /// flattened).
+    /// flattened, in line order; the sort is stable, so errors on one line keep their order).
     pub fn from_all(errors: Vec<Error>) -> Result<(), Error> {
         let mut flat: Vec<Error> = errors
             .into_iter()
@@ -267,6 +282,7 @@ impl Error {
                 e => vec![e],
             })
             .collect();
+        flat.sort_by_key(|e| e.location().map(|at| at.line));
         match flat.len() {
             0 => Ok(()),
             1 => Err(flat.remove(0)),

@@ -53,6 +53,8 @@ const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 const PER_LEVEL: usize = 15;
 const PER_SCENE: usize = 5;
 
+const NO_TEXT: &str = "entry has no prompt text (expected on the next non-empty line)";
+
 /// The entry separator inside brackets: U+00B7 MIDDLE DOT with spaces.
 const SEPARATOR: &str = " \u{b7} ";
 
@@ -199,12 +201,19 @@ fn classify(line: &str) -> Line<'_> {
     } else if t.starts_with("END") {
         Line::End
     } else {
-        match t {
-            "No interaction" => Line::Heading(Scene::Neutral),
-            "Occlusion" => Line::Heading(Scene::Occlusion),
-            "Interaction" => Line::Heading(Scene::Interaction),
-            _ => Line::Other,
-        }
+        Scene::ALL
+            .into_iter()
+            .find(|&s| heading_of(s) == t)
+            .map_or(Line::Other, Line::Heading)
+    }
+}
+
+/// The section heading of a scene.
+fn heading_of(scene: Scene) -> &'static str {
+    match scene {
+        Scene::Neutral => "No interaction",
+        Scene::Occlusion => "Occlusion",
+        Scene::Interaction => "Interaction",
     }
 }
 
@@ -326,42 +335,36 @@ impl Parser {
         let mut prompts = Vec::new();
         let mut level = None;
         let mut scene = None;
-        let mut pending: Option<Entry> = None;
+        // An entry line waiting for its text: its line, and the entry unless it was malformed.
+        let mut pending: Option<(usize, Option<Entry>)> = None;
         for &(n, line) in lines {
             let kind = classify(line);
-            if let Some(entry) = pending.take() {
+            if let Some((at, entry)) = pending.take() {
                 match kind {
                     Line::Blank => {
-                        pending = Some(entry);
+                        pending = Some((at, entry));
                         continue;
                     }
                     Line::Other => {
-                        prompts.push(self.prompt(entry, line.trim(), level, scene));
+                        if let Some(entry) = entry {
+                            prompts.push(self.prompt(entry, line.trim(), level, scene));
+                        }
                         continue;
                     }
-                    _ => self.syntax(
-                        entry.at.line,
-                        format!(
-                            "entry #{:02} has no prompt text on the next non-empty line",
-                            entry.number
-                        ),
-                    ),
+                    _ => self.syntax(at, NO_TEXT),
                 }
             }
             match kind {
                 Line::Blank | Line::Rule => {}
                 Line::Banner(n) => level = Some(n),
                 Line::Heading(s) => scene = Some(s),
-                Line::Entry(t) => pending = self.entry(t, n),
+                Line::Entry(t) => pending = Some((n, self.entry(t, n))),
                 Line::End => break,
                 Line::Other => self.syntax(n, format!("unexpected line `{}`", line.trim())),
             }
         }
-        if let Some(entry) = pending {
-            self.syntax(
-                entry.at.line,
-                format!("entry #{:02} has no prompt text", entry.number),
-            );
+        if let Some((at, _)) = pending {
+            self.syntax(at, NO_TEXT);
         }
         prompts
     }
@@ -418,7 +421,11 @@ impl Parser {
         if scene != formula_scene {
             self.syntax(
                 at.line,
-                format!("#{number:02} is under the `{scene}` heading but its number makes it a `{formula_scene}` prompt"),
+                format!(
+                    "#{number:02} is under the `{}` heading but its number puts it under `{}`",
+                    heading_of(scene),
+                    heading_of(formula_scene)
+                ),
             );
         }
         DraftPrompt {

@@ -18,10 +18,10 @@
 //! the subject's `name`, the prompt's `id`, or the offending entry of a prompt's `subjects`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, Spanned};
 
 use crate::validate::{Draft, DraftPrompt, DraftSubject};
 use crate::{Benchmark, Error, Location, Prompt, Scene, SubjectKind};
@@ -68,15 +68,25 @@ pub(crate) fn read(path: &Path) -> Result<Draft, Error> {
         line: usize::try_from(line).unwrap_or(usize::MAX),
     };
 
-    let file: File = serde_saphyr::from_str(&text).map_err(|e| Error::Syntax {
-        at: at(e.location().map_or(1, |l| l.line())),
-        message: first_line(&e.to_string()),
+    let file: File = serde_saphyr::from_str(&text).map_err(|e| {
+        let message = DefaultMessageFormatter.format_message(e.without_snippet());
+        let location = e.location();
+        Error::Syntax {
+            at: at(location.map_or(1, |l| l.line())),
+            message: match location {
+                Some(l) => format!("column {}: {message}", l.column()),
+                None => message.into_owned(),
+            },
+        }
     })?;
 
-    let images = canonical
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(file.images.unwrap_or_default());
+    // Relative to the file's folder; `.` components dropped so messages show clean paths.
+    let folder = canonical.parent().unwrap_or(Path::new("/"));
+    let images: PathBuf = folder
+        .join(file.images.unwrap_or_default())
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
     let subjects = file
         .subjects
         .into_iter()
@@ -111,11 +121,6 @@ pub(crate) fn read(path: &Path) -> Result<Draft, Error> {
         prompts,
         errors: Vec::new(),
     })
-}
-
-/// serde-saphyr renders a source snippet under its message; the location is already in ours.
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or_default().trim().to_owned()
 }
 
 /// Writes `bench` in the YAML format.

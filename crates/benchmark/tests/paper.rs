@@ -11,8 +11,12 @@ use expect_test::expect;
 
 const FORMATS: [PromptFormat; 4] = [
     PromptFormat::Plain,
-    PromptFormat::Placeholders { idip: IdipPolicy::PeopleOnly },
-    PromptFormat::Placeholders { idip: IdipPolicy::PaperAll },
+    PromptFormat::Placeholders {
+        idip: IdipPolicy::PeopleOnly,
+    },
+    PromptFormat::Placeholders {
+        idip: IdipPolicy::PaperAll,
+    },
     PromptFormat::TextOnly,
 ];
 
@@ -23,27 +27,65 @@ fn paper() -> Benchmark {
 #[test]
 fn summary() {
     let bench = paper();
-    let mut out = format!("{}: {} subjects, {} prompts\n", bench.name, bench.subjects.len(), bench.prompts.len());
-    for kind in [SubjectKind::Person, SubjectKind::Animal, SubjectKind::Object] {
+    let mut out = format!(
+        "{}: {} subjects, {} prompts\n",
+        bench.name,
+        bench.subjects.len(),
+        bench.prompts.len()
+    );
+    for kind in [
+        SubjectKind::Person,
+        SubjectKind::Animal,
+        SubjectKind::Object,
+    ] {
         let names: Vec<String> = bench
             .subjects
             .iter()
             .filter(|s| s.kind == kind)
-            .map(|s| format!("{} ({})", s.name, s.image.file_name().unwrap().to_string_lossy()))
+            .map(|s| {
+                format!(
+                    "{} ({})",
+                    s.name,
+                    s.image.file_name().unwrap().to_string_lossy()
+                )
+            })
             .collect();
         writeln!(out, "{kind:?} ({}): {}", names.len(), names.join(", ")).unwrap();
     }
     out.push_str("N   neutral occlusion interaction  ids\n");
     for n in [2, 4, 6, 8, 10] {
         let counts = Scene::ALL.map(|scene| {
-            bench.prompts.iter().filter(|p| p.subject_count() == n && p.scene == scene).count()
+            bench
+                .prompts
+                .iter()
+                .filter(|p| p.subject_count() == n && p.scene == scene)
+                .count()
         });
-        let ids: Vec<&str> = bench.prompts.iter().filter(|p| p.subject_count() == n).map(|p| p.id.as_str()).collect();
-        writeln!(out, "{n:<3} {:>7} {:>9} {:>11}  {} .. {}", counts[0], counts[1], counts[2], ids[0], ids[ids.len() - 1])
-            .unwrap();
+        let ids: Vec<&str> = bench
+            .prompts
+            .iter()
+            .filter(|p| p.subject_count() == n)
+            .map(|p| p.id.as_str())
+            .collect();
+        writeln!(
+            out,
+            "{n:<3} {:>7} {:>9} {:>11}  {} .. {}",
+            counts[0],
+            counts[1],
+            counts[2],
+            ids[0],
+            ids[ids.len() - 1]
+        )
+        .unwrap();
     }
     let at = &bench.prompt("75_interaction").unwrap().location;
-    writeln!(out, "75_interaction at line {} of {}", at.line, at.file.file_name().unwrap().to_string_lossy()).unwrap();
+    writeln!(
+        out,
+        "75_interaction at line {} of {}",
+        at.line,
+        at.file.file_name().unwrap().to_string_lossy()
+    )
+    .unwrap();
     expect![[r#"
         p13n-workshop: 30 subjects, 75 prompts
         Person (7): black woman (black_women.jpg), middle eastern man (middle_eastern_man.jpg), black man (blackman.jpg), western woman (western_woman.jpg), asian woman (asian_woman.jpg), old man (old_man.jpg), girl (girl.jpg)
@@ -63,7 +105,12 @@ fn render(m: &ModelPrompt) -> String {
     let mut out = format!("{:?}\n  {}\n", m.format, m.text);
     for r in &m.references {
         let file = r.image.file_name().unwrap().to_string_lossy();
-        writeln!(out, "  - {} <{file}> caption={:?} idip={}", r.name, r.caption, r.idip).unwrap();
+        writeln!(
+            out,
+            "  - {} <{file}> caption={:?} idip={}",
+            r.name, r.caption, r.idip
+        )
+        .unwrap();
     }
     out
 }
@@ -174,12 +221,21 @@ fn every_prompt_expands_and_round_trips_through_placeholders() {
     for prompt in &bench.prompts {
         for format in FORMATS {
             let m = expand(&bench, prompt, format).unwrap_or_else(|e| panic!("{e}"));
-            let refs = if format == PromptFormat::TextOnly { 0 } else { prompt.subject_count() };
+            let refs = if format == PromptFormat::TextOnly {
+                0
+            } else {
+                prompt.subject_count()
+            };
             assert_eq!(m.references.len(), refs, "{}", prompt.id);
             if let PromptFormat::Placeholders { .. } = format {
                 let mut text = m.text.clone();
                 for (i, r) in m.references.iter().enumerate().rev() {
-                    assert!(text.contains(&format!("ENT{}", i + 1)), "{}: {}", prompt.id, m.text);
+                    assert!(
+                        text.contains(&format!("ENT{}", i + 1)),
+                        "{}: {}",
+                        prompt.id,
+                        m.text
+                    );
                     text = text.replace(&format!("ENT{}", i + 1), &r.caption);
                 }
                 assert_eq!(text, prompt.text, "{}", prompt.id);
@@ -196,7 +252,11 @@ fn idip_policies() {
         let m = expand(&bench, prompt, PromptFormat::Placeholders { idip }).unwrap();
         m.references.iter().map(|r| r.idip).collect::<Vec<_>>()
     };
-    let people = prompt.subjects.iter().map(|s| bench.subject(s).unwrap().kind == SubjectKind::Person).collect::<Vec<_>>();
+    let people = prompt
+        .subjects
+        .iter()
+        .map(|s| bench.subject(s).unwrap().kind == SubjectKind::Person)
+        .collect::<Vec<_>>();
     assert_eq!(flags(IdipPolicy::PeopleOnly), people);
     assert_eq!(flags(IdipPolicy::PaperAll), vec![true; 10]);
 }
@@ -207,7 +267,10 @@ fn yaml_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("p13n.yaml");
     let images = bench.image_root().unwrap();
-    assert_eq!(images, std::fs::canonicalize(common::val_dataset()).unwrap());
+    assert_eq!(
+        images,
+        std::fs::canonicalize(common::val_dataset()).unwrap()
+    );
     let text = benchmark::to_yaml(&bench, &images);
     std::fs::write(&yaml, &text).unwrap();
     let back = Benchmark::load(&yaml).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -215,11 +278,24 @@ fn yaml_round_trip() {
     assert_eq!(back.subjects, bench.subjects);
     assert_eq!(back.prompts.len(), bench.prompts.len());
     for (a, b) in back.prompts.iter().zip(&bench.prompts) {
-        assert_eq!((&a.id, a.scene, &a.text, &a.subjects), (&b.id, b.scene, &b.text, &b.subjects));
+        assert_eq!(
+            (&a.id, a.scene, &a.text, &a.subjects),
+            (&b.id, b.scene, &b.text, &b.subjects)
+        );
         assert_eq!(a.location.file, yaml);
     }
-    let head: String = text.replace(&images.display().to_string(), "<val_dataset>").lines().take(8).collect::<Vec<_>>().join("\n");
-    let prompt: String = text.lines().skip_while(|l| !l.contains("40_occlusion")).take(4).collect::<Vec<_>>().join("\n");
+    let head: String = text
+        .replace(&images.display().to_string(), "<val_dataset>")
+        .lines()
+        .take(8)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let prompt: String = text
+        .lines()
+        .skip_while(|l| !l.contains("40_occlusion"))
+        .take(4)
+        .collect::<Vec<_>>()
+        .join("\n");
     expect![[r##"
         # scrbench benchmark; format: prompts/README.md
         name: p13n-workshop
@@ -240,7 +316,10 @@ fn yaml_round_trip() {
 #[test]
 fn load_accepts_the_txt_file_and_its_folder() {
     let bench = paper();
-    assert_eq!(Benchmark::load(&common::val_dataset()).unwrap().prompts, bench.prompts);
+    assert_eq!(
+        Benchmark::load(&common::val_dataset()).unwrap().prompts,
+        bench.prompts
+    );
     let file = Benchmark::load(&common::val_dataset().join("prompts_50.txt")).unwrap();
     assert_eq!(file.subjects, bench.subjects);
 }
