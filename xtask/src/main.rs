@@ -1,2 +1,26 @@
-//! `cargo xtask`: the scrbench commands plus development automation.
-fn main() {}
+//! `cargo xtask`: every `scrbench` command (`cargo xtask run --model mosaic-paper`), plus
+//! development automation that only makes sense in a checkout:
+//!
+//! - `cargo xtask bench [--data DIR]`: builds the release binary and measures the runner
+//!   (no-op rerun of a fully cached 675-item study; scheduling overhead of 225 items through a
+//!   generator that sleeps 50 ms each). Prints a table; figures go to `BENCHMARKS.md` by hand.
+
+mod bench;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "bench") {
+        args.remove(1);
+        return match bench::main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    args[0] = "cargo xtask".into();
+    scrbench::main_from(args)
+}

@@ -1,1 +1,324 @@
-//! Study configuration, stages and the resumable runner.
+//! Study configuration, stages, the resumable runner, status, explain and reports.
+//!
+//! A [`Pipeline`] is a study opened for work: its [`config::StudyConfig`], the loaded
+//! [`benchmark::Benchmark`], the [`store::Store`] and the list of [`stage::Stage`]s. The runner
+//! ([`runner`]) pushes [`items::Item`]s through the stages; [`Pipeline::status`],
+//! [`Pipeline::explain`] and [`report`] read the same store without computing anything, through
+//! one function that evaluates an item's stages against the store.
+
+pub mod config;
+pub mod explain;
+pub mod items;
+pub mod report;
+pub mod runner;
+pub mod stage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use benchmark::Benchmark;
+use generate::Generator;
+use generate::compose::Compose;
+use generate::replay::Replay;
+use serde::Serialize;
+use store::{Digest, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ModelConfig, StudyConfig};
+use crate::items::{Item, ItemId, Selection};
+use crate::runner::{RunOptions, RunSummary, StageState};
+use crate::stage::{GenerateStage, InspectStage, Stage};
+
+pub use explain::Explanation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("benchmark {path}: {source}")]
+    Benchmark {
+        path: PathBuf,
+        source: benchmark::Error,
+    },
+    #[error("model `{model}`: {source}")]
+    Model {
+        model: String,
+        source: generate::Error,
+    },
+    #[error("cache {path}: {source}")]
+    Store { path: PathBuf, source: store::Error },
+    #[error(transparent)]
+    Selection(#[from] items::SelectionError),
+    #[error("no item `{0}` in this study")]
+    UnknownItem(String),
+    #[error("{path}: cannot write report: {source}")]
+    Report {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A study opened for work.
+pub struct Pipeline {
+    pub config: StudyConfig,
+    pub bench: Arc<Benchmark>,
+    pub store: Store,
+    stages: Vec<Arc<dyn Stage>>,
+}
+
+impl Pipeline {
+    /// Loads the benchmark, opens the store and builds every model's generator.
+    pub fn open(config: StudyConfig) -> Result<Pipeline, PipelineError> {
+        let bench =
+            Benchmark::load(&config.benchmark).map_err(|source| PipelineError::Benchmark {
+                path: config.benchmark.clone(),
+                source,
+            })?;
+        let bench = Arc::new(bench);
+        let store = Store::open(&config.cache).map_err(|source| PipelineError::Store {
+            path: config.cache.clone(),
+            source,
+        })?;
+        let mut generators: BTreeMap<String, Arc<dyn Generator>> = BTreeMap::new();
+        for (name, model) in &config.models {
+            let model_error = |source| PipelineError::Model {
+                model: name.clone(),
+                source,
+            };
+            let generator: Arc<dyn Generator> = match model {
+                ModelConfig::Replay(settings) => {
+                    Arc::new(Replay::new(settings.clone()).map_err(model_error)?)
+                }
+                ModelConfig::Compose(settings) => {
+                    Arc::new(Compose::new(settings.clone()).map_err(model_error)?)
+                }
+            };
+            generators.insert(name.clone(), generator);
+        }
+        let stages: Vec<Arc<dyn Stage>> = vec![
+            Arc::new(GenerateStage {
+                bench: bench.clone(),
+                generators,
+            }),
+            Arc::new(InspectStage { thumbnail: 128 }),
+        ];
+        Ok(Pipeline {
+            config,
+            bench,
+            store,
+            stages,
+        })
+    }
+
+    /// Stage names in order.
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|s| s.name()).collect()
+    }
+
+    pub(crate) fn concurrency(&self, stage: &str) -> usize {
+        match stage {
+            "generate" => self.config.concurrency.generate,
+            _ => self.config.concurrency.inspect,
+        }
+    }
+
+    /// The selected items in canonical order.
+    pub fn items(&self, selection: &Selection) -> Result<Vec<Item>, PipelineError> {
+        let models: Vec<String> = self.config.models.keys().cloned().collect();
+        Ok(items::select(
+            &self.bench,
+            &models,
+            &self.config.seeds,
+            selection,
+        )?)
+    }
+
+    /// Runs the selected items; writes the report afterwards unless this is a dry run or a shard.
+    pub async fn run(
+        self: Arc<Self>,
+        selection: &Selection,
+        options: &RunOptions,
+        cancel: CancellationToken,
+    ) -> Result<RunSummary, PipelineError> {
+        let items = self.items(selection)?;
+        let summary = runner::run(self.clone(), items, options, cancel).await?;
+        let pipeline = self.clone();
+        let dry_run = options.dry_run;
+        let sharded = selection.shard.is_some();
+        tokio::task::spawn_blocking(move || {
+            pipeline.flush()?;
+            if !dry_run && !sharded {
+                pipeline.write_report()?;
+            }
+            Ok::<_, PipelineError>(())
+        })
+        .await
+        .map_err(|e| PipelineError::Internal(e.to_string()))??;
+        Ok(summary)
+    }
+
+    /// Persists what the store keeps in memory (its stat cache).
+    pub fn flush(&self) -> Result<(), PipelineError> {
+        self.store.flush().map_err(|source| PipelineError::Store {
+            path: self.config.cache.clone(),
+            source,
+        })
+    }
+
+    /// Evaluates every selected item against the store. Blocking.
+    pub fn evaluate(
+        &self,
+        selection: &Selection,
+    ) -> Result<Vec<(Item, Vec<(&'static str, StageState)>)>, PipelineError> {
+        Ok(self
+            .items(selection)?
+            .into_iter()
+            .map(|item| {
+                let states = runner::evaluate(self, &item);
+                (item, states)
+            })
+            .collect())
+    }
+
+    /// Done / missing / failed counts per model × stage.
+    pub fn status(&self, selection: &Selection) -> Result<Status, PipelineError> {
+        Ok(Status::of(&self.evaluate(selection)?))
+    }
+
+    /// Why `id` would or would not run, stage by stage.
+    pub fn explain(&self, id: &ItemId) -> Result<Explanation, PipelineError> {
+        let selection = Selection {
+            models: vec![id.model.clone()],
+            prompts: vec![id.prompt_id.clone()],
+            seeds: vec![id.seed],
+            ..Selection::default()
+        };
+        let item = self
+            .items(&selection)
+            .map_err(|_| {
+                PipelineError::UnknownItem(format!("{}/{}/{}", id.model, id.prompt_id, id.seed))
+            })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                PipelineError::UnknownItem(format!("{}/{}/{}", id.model, id.prompt_id, id.seed))
+            })?;
+        Ok(Explanation::new(&item, runner::evaluate(self, &item)))
+    }
+
+    /// The action keys the whole study references now (what `cache gc` keeps).
+    pub fn referenced_keys(&self) -> Result<BTreeSet<Digest>, PipelineError> {
+        let mut keep = BTreeSet::new();
+        for (_, states) in self.evaluate(&Selection::default())? {
+            keep.extend(
+                states
+                    .iter()
+                    .filter_map(|(_, s)| runner::current_key(s))
+                    .map(|k| k.digest()),
+            );
+        }
+        Ok(keep)
+    }
+
+    /// Rebuilds `reports/<study>/` from the store alone. Blocking.
+    pub fn write_report(&self) -> Result<PathBuf, PipelineError> {
+        let dir = self.config.reports.join(&self.config.study);
+        let evaluated = self.evaluate(&Selection::default())?;
+        report::write(&dir, self, &evaluated).map_err(|source| PipelineError::Report {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
+    }
+}
+
+/// Counts for one model × stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatusRow {
+    pub model: String,
+    pub stage: String,
+    pub done: usize,
+    pub missing: usize,
+    pub failed: usize,
+}
+
+/// What `status` shows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub rows: Vec<StatusRow>,
+    pub failures: Vec<runner::Failure>,
+}
+
+/// Items with the state of each of their stages, in canonical order.
+pub type Evaluated = [(Item, Vec<(&'static str, StageState)>)];
+
+impl Status {
+    /// Counts the evaluated items; rows follow the items' model order and the stage order.
+    pub fn of(evaluated: &Evaluated) -> Status {
+        let mut status = Status::default();
+        for (item, states) in evaluated {
+            for (stage, state) in states {
+                let position = status
+                    .rows
+                    .iter()
+                    .position(|r| r.model == item.model && r.stage == *stage);
+                let row = match position {
+                    Some(i) => &mut status.rows[i],
+                    None => {
+                        status.rows.push(StatusRow {
+                            model: item.model.clone(),
+                            stage: (*stage).to_owned(),
+                            ..StatusRow::default()
+                        });
+                        let last = status.rows.len() - 1;
+                        &mut status.rows[last]
+                    }
+                };
+                match (state, state.failed()) {
+                    (StageState::Done(_), _) => row.done += 1,
+                    (_, Some(message)) => {
+                        row.failed += 1;
+                        status.failures.push(runner::Failure {
+                            item: item.id(),
+                            stage: (*stage).to_owned(),
+                            message: message.to_owned(),
+                        });
+                    }
+                    _ => row.missing += 1,
+                }
+            }
+        }
+        status
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<20} {:<10} {:>6} {:>8} {:>7}",
+            "model", "stage", "done", "missing", "failed"
+        )?;
+        for row in &self.rows {
+            writeln!(
+                f,
+                "{:<20} {:<10} {:>6} {:>8} {:>7}",
+                row.model, row.stage, row.done, row.missing, row.failed
+            )?;
+        }
+        if !self.failures.is_empty() {
+            writeln!(f, "\nfailed items:")?;
+            for failure in &self.failures {
+                writeln!(
+                    f,
+                    "  {} [{}]: {}",
+                    failure.item, failure.stage, failure.message
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

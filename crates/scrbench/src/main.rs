@@ -1,1 +1,5 @@
-fn main() {}
+//! `scrbench`: the installable command line (`cargo install --path crates/scrbench`).
+
+fn main() -> std::process::ExitCode {
+    scrbench::main_from(std::env::args_os())
+}

@@ -1,0 +1,158 @@
+//! The study configuration (`pipeline.yaml`): benchmark, seeds, models, cache and concurrency.
+//!
+//! Relative paths are resolved against the directory of the configuration file, so a study file
+//! means the same thing from any working directory. Unknown keys are errors with their location.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use benchmark::expand::IdipPolicy;
+use generate::compose::ComposeSettings;
+use generate::replay::ReplaySettings;
+use serde::Deserialize;
+
+/// A study as written in YAML.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    /// Study name; reports go to `<reports>/<study>/`.
+    pub study: String,
+    /// A dataset folder (with `val_dataset/prompts_50.txt`), a `prompts_50.txt` file or a YAML
+    /// benchmark.
+    pub benchmark: PathBuf,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// The content-addressed store (default `cache`).
+    #[serde(default = "default_cache")]
+    pub cache: PathBuf,
+    /// Where reports are written (default `reports`).
+    #[serde(default = "default_reports")]
+    pub reports: PathBuf,
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Models by name.
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// How many items each stage works on at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Concurrency {
+    /// Generation requests in flight (one GPU: 1).
+    pub generate: usize,
+    /// Images inspected at once (CPU).
+    pub inspect: usize,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Concurrency {
+            generate: 1,
+            inspect: cpus,
+        }
+    }
+}
+
+/// One model: which adapter generates its images, and the adapter's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "adapter", rename_all = "lowercase")]
+pub enum ModelConfig {
+    /// Published images from a folder in the paper's layout.
+    Replay(ReplaySettings),
+    /// Synthetic scenes with controlled collapse and ground truth.
+    Compose(ComposeSettings),
+}
+
+impl ModelConfig {
+    pub fn adapter(&self) -> &'static str {
+        match self {
+            ModelConfig::Replay(_) => "replay",
+            ModelConfig::Compose(_) => "compose",
+        }
+    }
+
+    /// The idip policy for placeholder formats (XVerse); native adapters do not use it.
+    pub fn idip_policy(&self) -> IdipPolicy {
+        IdipPolicy::default()
+    }
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![42, 43, 44]
+}
+
+fn default_cache() -> PathBuf {
+    PathBuf::from("cache")
+}
+
+fn default_reports() -> PathBuf {
+    PathBuf::from("reports")
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl StudyConfig {
+    /// Reads and validates `path`, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<StudyConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut config: StudyConfig =
+            serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if config.models.is_empty() {
+            return Err(invalid("no models are defined under `models:`".into()));
+        }
+        if config.seeds.is_empty() {
+            return Err(invalid("`seeds:` is empty".into()));
+        }
+        if config.concurrency.generate == 0 || config.concurrency.inspect == 0 {
+            return Err(invalid("concurrency values must be at least 1".into()));
+        }
+        for name in config.models.keys() {
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(invalid(format!(
+                    "model name `{name}` must be non-empty, not start with `.`, and contain no `/`"
+                )));
+            }
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        config.benchmark = base.join(&config.benchmark);
+        config.cache = base.join(&config.cache);
+        config.reports = base.join(&config.reports);
+        for model in config.models.values_mut() {
+            if let ModelConfig::Replay(settings) = model {
+                settings.dir = base.join(&settings.dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Finds `pipeline.yaml` in `start` or the nearest ancestor directory.
+    pub fn find_default(start: &Path) -> Option<PathBuf> {
+        start
+            .ancestors()
+            .map(|dir| dir.join("pipeline.yaml"))
+            .find(|p| p.is_file())
+    }
+}

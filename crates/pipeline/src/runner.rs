@@ -1,0 +1,442 @@
+//! The resumable runner: items flow through the stages with bounded concurrency per stage.
+//!
+//! Every item is its own task. At each stage it computes the key and looks it up; on a miss it
+//! waits for a slot of that stage, takes the key's lock (so another process sharing the cache never
+//! computes it too), runs the stage, gives the slot back, and only then stores the outputs and
+//! records the entry. A slot is held only while a stage computes, so a slow stage (generation)
+//! never keeps a fast one (inspection) idle while the fast one has work, and storing (hashing,
+//! fsync) never delays the next generation.
+//!
+//! Ctrl-C cancels the run: no new stage starts, computations already running finish and are
+//! stored. A killed process loses only its in-flight items; rerunning resumes from the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use store::{ActionEntry, ActionKey, Lookup, MissReason};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::items::Item;
+use crate::stage::{Context, Output, Stage, StageError};
+use crate::{Pipeline, PipelineError};
+
+/// How a run behaves.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// List what would run and why, computing nothing.
+    pub dry_run: bool,
+    /// Draw progress bars (when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Per-stage counts of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StageCounts {
+    /// Already in the store.
+    pub cached: usize,
+    /// Computed by this run.
+    pub computed: usize,
+    pub failed: usize,
+    /// Not attempted: an earlier stage failed, or the run was interrupted.
+    pub blocked: usize,
+}
+
+/// An item whose stage failed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Failure {
+    pub item: String,
+    pub stage: String,
+    pub message: String,
+}
+
+/// An item stage that would run, with the reasons (dry run).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WouldRun {
+    pub item: String,
+    pub stage: String,
+    pub reasons: Vec<MissReason>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub items: usize,
+    pub stages: BTreeMap<String, StageCounts>,
+    pub failures: Vec<Failure>,
+    pub would_run: Vec<WouldRun>,
+    pub interrupted: bool,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn computed(&self) -> usize {
+        self.stages.values().map(|c| c.computed).sum()
+    }
+}
+
+/// What happened to one item at one stage.
+enum Outcome {
+    Cached(ActionEntry),
+    Computed(ActionEntry),
+    Failed(String),
+    WouldRun(Vec<MissReason>),
+    Interrupted,
+}
+
+struct Shared {
+    pipeline: Arc<Pipeline>,
+    /// One semaphore per stage: slots for computing.
+    slots: Vec<Semaphore>,
+    /// Bounds the blocking store operations (key computation, lookups, commits) in flight.
+    io: Semaphore,
+    cancel: CancellationToken,
+    dry_run: bool,
+    bars: Option<Vec<ProgressBar>>,
+}
+
+/// How long a stage waits between tries of a lock held by another process.
+const LOCK_POLL: Duration = Duration::from_millis(25);
+
+pub(crate) async fn run(
+    pipeline: Arc<Pipeline>,
+    items: Vec<Item>,
+    options: &RunOptions,
+    cancel: CancellationToken,
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let stages = pipeline.stages.clone();
+    let slots = stages
+        .iter()
+        .map(|s| Semaphore::new(pipeline.concurrency(s.name())))
+        .collect();
+    let bars = (options.progress && !options.dry_run).then(|| progress_bars(&stages, items.len()));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let shared = Arc::new(Shared {
+        pipeline: pipeline.clone(),
+        slots,
+        io: Semaphore::new(4 * cpus),
+        cancel,
+        dry_run: options.dry_run,
+        bars,
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, item) in items.iter().cloned().enumerate() {
+        let shared = shared.clone();
+        tasks.spawn(async move { (index, process(&shared, item).await) });
+    }
+    let mut outcomes: Vec<Vec<Outcome>> = (0..items.len()).map(|_| Vec::new()).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, outcome) = joined.map_err(|e| PipelineError::Internal(e.to_string()))?;
+        outcomes[index] = outcome;
+    }
+    if let Some(bars) = &shared.bars {
+        bars.iter().for_each(ProgressBar::finish);
+    }
+
+    let mut summary = RunSummary {
+        items: items.len(),
+        ..RunSummary::default()
+    };
+    for stage in &stages {
+        summary
+            .stages
+            .insert(stage.name().to_owned(), StageCounts::default());
+    }
+    for (item, outcome) in items.iter().zip(outcomes) {
+        for (i, stage) in stages.iter().enumerate() {
+            let counts = summary.stages.entry(stage.name().to_owned()).or_default();
+            match outcome.get(i) {
+                Some(Outcome::Cached(_)) => counts.cached += 1,
+                Some(Outcome::Computed(_)) => counts.computed += 1,
+                Some(Outcome::Failed(message)) => {
+                    counts.failed += 1;
+                    summary.failures.push(Failure {
+                        item: item.id(),
+                        stage: stage.name().to_owned(),
+                        message: message.clone(),
+                    });
+                }
+                Some(Outcome::WouldRun(reasons)) => summary.would_run.push(WouldRun {
+                    item: item.id(),
+                    stage: stage.name().to_owned(),
+                    reasons: reasons.clone(),
+                }),
+                Some(Outcome::Interrupted) => {
+                    summary.interrupted = true;
+                    counts.blocked += 1;
+                }
+                None => counts.blocked += 1,
+            }
+        }
+    }
+    summary.interrupted |= shared.cancel.is_cancelled();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn progress_bars(stages: &[Arc<dyn Stage>], len: usize) -> Vec<ProgressBar> {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    stages
+        .iter()
+        .map(|stage| {
+            let bar = multi.add(ProgressBar::new(len as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(stage.name());
+            bar
+        })
+        .collect()
+}
+
+/// Runs one item through the stages, stopping at the first that does not end with an entry.
+async fn process(shared: &Arc<Shared>, item: Item) -> Vec<Outcome> {
+    let mut upstream: BTreeMap<&'static str, ActionEntry> = BTreeMap::new();
+    let mut outcomes = Vec::new();
+    for (index, stage) in shared.pipeline.stages.iter().enumerate() {
+        let outcome = process_stage(shared, index, stage, &item, &upstream).await;
+        if let Some(bars) = &shared.bars {
+            let bar = &bars[index];
+            bar.inc(1);
+            if let Outcome::Failed(_) = outcome {
+                bar.set_message("(some failed)");
+            }
+        }
+        let entry = match &outcome {
+            Outcome::Cached(entry) | Outcome::Computed(entry) => Some(entry.clone()),
+            _ => None,
+        };
+        outcomes.push(outcome);
+        match entry {
+            Some(entry) => {
+                upstream.insert(stage.name(), entry);
+            }
+            None => break,
+        }
+    }
+    outcomes
+}
+
+async fn process_stage(
+    shared: &Arc<Shared>,
+    index: usize,
+    stage: &Arc<dyn Stage>,
+    item: &Item,
+    upstream: &BTreeMap<&'static str, ActionEntry>,
+) -> Outcome {
+    let item_id = item.id();
+    loop {
+        if shared.cancel.is_cancelled() {
+            return Outcome::Interrupted;
+        }
+        let looked_up = blocking(shared, item, upstream, {
+            let stage = stage.clone();
+            let item_id = item_id.clone();
+            move |cx| {
+                let key = stage.key(cx)?;
+                let lookup = cx.store.lookup(&item_id, &key)?;
+                Ok((key, lookup))
+            }
+        })
+        .await;
+        let (key, reasons) = match looked_up {
+            Err(message) => return Outcome::Failed(message),
+            Ok((_, Lookup::Hit(entry))) => return Outcome::Cached(entry),
+            Ok((key, Lookup::Miss(reasons))) => (key, reasons),
+        };
+        if shared.dry_run {
+            return Outcome::WouldRun(reasons);
+        }
+
+        let permit = tokio::select! {
+            permit = shared.slots[index].acquire() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Outcome::Interrupted,
+            },
+            () = shared.cancel.cancelled() => return Outcome::Interrupted,
+        };
+        let digest = key.digest();
+        let locked = blocking(shared, item, upstream, move |cx| {
+            Ok(cx.store.try_lock(&digest)?)
+        })
+        .await;
+        let guard = match locked {
+            Err(message) => return Outcome::Failed(message),
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                // Another process computes this key: let others use the slot, then look again.
+                drop(permit);
+                tokio::time::sleep(LOCK_POLL).await;
+                continue;
+            }
+        };
+        // The holder we waited for may have finished it just now.
+        let relookup = blocking(shared, item, upstream, {
+            let key = key.clone();
+            let item_id = item_id.clone();
+            move |cx| Ok(cx.store.lookup(&item_id, &key)?)
+        })
+        .await;
+        if let Ok(Lookup::Hit(entry)) = relookup {
+            return Outcome::Cached(entry);
+        }
+
+        let started = Instant::now();
+        let ran = compute(shared, item, upstream, {
+            let stage = stage.clone();
+            let key = key.clone();
+            move |cx| Ok(stage.run(cx, &key)?)
+        })
+        .await;
+        drop(permit);
+
+        let committed = blocking(shared, item, upstream, {
+            let key = key.clone();
+            let item_id = item_id.clone();
+            move |cx| match ran {
+                Ok(output) => {
+                    let mut outputs = BTreeMap::new();
+                    for (name, data) in output.outputs {
+                        let digest = match data {
+                            Output::File(file) => cx.store.put_file(file)?,
+                            Output::Bytes(bytes) => cx.store.put_bytes(&bytes)?,
+                        };
+                        outputs.insert(name, digest);
+                    }
+                    Ok(Ok(cx.store.record(&item_id, &key, outputs, output.meta)?))
+                }
+                Err(message) => {
+                    cx.store.record_failure(&item_id, &key, &message)?;
+                    Ok(Err(message))
+                }
+            }
+        })
+        .await;
+        drop(guard);
+        return match committed {
+            Ok(Ok(entry)) => {
+                tracing::info!(
+                    "{} {item_id}: computed in {:.2}s",
+                    stage.name(),
+                    started.elapsed().as_secs_f64()
+                );
+                Outcome::Computed(entry)
+            }
+            Ok(Err(message)) | Err(message) => {
+                tracing::warn!("{} {item_id}: failed: {message}", stage.name());
+                Outcome::Failed(message)
+            }
+        };
+    }
+}
+
+/// Runs store work `f` on a blocking thread with a [`Context`] for `item`, bounded by the I/O
+/// semaphore. Errors come back as messages: they become the item's failure.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    item: &Item,
+    upstream: &BTreeMap<&'static str, ActionEntry>,
+    f: impl FnOnce(&Context) -> Result<T, StageError> + Send + 'static,
+) -> Result<T, String> {
+    let _permit = shared.io.acquire().await.map_err(|e| e.to_string())?;
+    compute(shared, item, upstream, f).await
+}
+
+/// Runs `f` on a blocking thread with a [`Context`] for `item` (the caller holds a stage slot).
+async fn compute<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    item: &Item,
+    upstream: &BTreeMap<&'static str, ActionEntry>,
+    f: impl FnOnce(&Context) -> Result<T, StageError> + Send + 'static,
+) -> Result<T, String> {
+    let pipeline = shared.pipeline.clone();
+    let item = item.clone();
+    let upstream = upstream.clone();
+    tokio::task::spawn_blocking(move || {
+        let cx = Context {
+            item: &item,
+            upstream: &upstream,
+            store: &pipeline.store,
+        };
+        f(&cx).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))?
+}
+
+/// The state of one stage of one item, as `status`, `explain` and reports see it.
+#[derive(Clone, Debug)]
+pub enum StageState {
+    Done(ActionEntry),
+    /// Would run, for these reasons.
+    Pending {
+        key: ActionKey,
+        reasons: Vec<MissReason>,
+    },
+    /// An earlier stage is not done.
+    Blocked,
+    /// The key cannot be computed (e.g. a reference image is unreadable).
+    Error(String),
+}
+
+impl StageState {
+    pub fn failed(&self) -> Option<&str> {
+        match self {
+            StageState::Pending { reasons, .. } => reasons.iter().find_map(|r| match r {
+                MissReason::Failed { message } => Some(message.as_str()),
+                _ => None,
+            }),
+            StageState::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// Evaluates every stage of `item` against the store without computing anything. Blocking.
+pub(crate) fn evaluate(pipeline: &Pipeline, item: &Item) -> Vec<(&'static str, StageState)> {
+    let mut upstream = BTreeMap::new();
+    let mut states = Vec::new();
+    let mut blocked = false;
+    for stage in &pipeline.stages {
+        if blocked {
+            states.push((stage.name(), StageState::Blocked));
+            continue;
+        }
+        let cx = Context {
+            item,
+            upstream: &upstream,
+            store: &pipeline.store,
+        };
+        let state = match stage.key(&cx) {
+            Err(e) => StageState::Error(e.to_string()),
+            Ok(key) => match pipeline.store.lookup(&item.id(), &key) {
+                Err(e) => StageState::Error(e.to_string()),
+                Ok(Lookup::Hit(entry)) => StageState::Done(entry),
+                Ok(Lookup::Miss(reasons)) => StageState::Pending { key, reasons },
+            },
+        };
+        if let StageState::Done(entry) = &state {
+            upstream.insert(stage.name(), entry.clone());
+        } else {
+            blocked = true;
+        }
+        states.push((stage.name(), state));
+    }
+    states
+}
+
+/// The key a stage would use now, if its inputs are known.
+pub(crate) fn current_key(state: &StageState) -> Option<&ActionKey> {
+    match state {
+        StageState::Done(entry) => Some(&entry.key),
+        StageState::Pending { key, .. } => Some(key),
+        _ => None,
+    }
+}

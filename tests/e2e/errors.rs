@@ -1,0 +1,98 @@
+//! Bad input gets a clear error naming the file and line or the item; failed items are kept,
+//! shown, reported and retried.
+
+use super::*;
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_benchmark_file_names_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = data().join("val_dataset/dog.jpg");
+    let yaml = tmp.path().join("bench.yaml");
+    let bench = format!(
+        "name: bad\nimages: {}\nsubjects:\n  - {{name: dog, kind: animal, image: dog.jpg}}\nprompts:\n  - id: p1\n    scene: neutral\n    subjects: [dog, unicorn]\n    text: A dog and a unicorn.\n",
+        image.parent().unwrap().display()
+    );
+    std::fs::write(&yaml, bench).unwrap();
+    let config = write_study(tmp.path(), &yaml, "  c:\n    adapter: compose\n");
+    let output = run_ok(scrbench(&config).arg("status"), 1);
+    let message = stderr(&output);
+    assert!(message.contains("bench.yaml:"), "{message}");
+    assert!(message.contains("unicorn"), "{message}");
+
+    let output = run_ok(scrbench(&config).args(["benchmark", "check"]).arg(&yaml), 1);
+    assert!(stderr(&output).contains("unicorn"));
+}
+
+#[test]
+fn an_unknown_config_key_names_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_study(
+        tmp.path(),
+        &data(),
+        "  c:\n    adapter: compose\n    sise: 64\n",
+    );
+    let output = run_ok(scrbench(&config).arg("status"), 1);
+    let message = stderr(&output);
+    assert!(message.contains("study.yaml"), "{message}");
+    assert!(message.contains("sise"), "{message}");
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn a_missing_published_image_is_a_failed_item_that_is_shown_and_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    for prompt in ["01_no_interaction", "02_no_interaction"] {
+        std::fs::create_dir_all(results.join(prompt)).unwrap();
+        for seed in ["42", "43"] {
+            let file = format!("{seed}.png");
+            std::fs::copy(
+                data().join("results/mosaic").join(prompt).join(&file),
+                results.join(prompt).join(&file),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::remove_file(results.join("02_no_interaction/43.png")).unwrap();
+    let config = write_study(
+        tmp.path(),
+        &data(),
+        &format!(
+            "  m:\n    adapter: replay\n    dir: {}\n",
+            results.display()
+        ),
+    );
+    let narrow = ["--prompts", "01_no_interaction,02_no_interaction"];
+    let output = run_ok(scrbench(&config).arg("run").args(narrow), 2);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        stdout.contains("failed m/02_no_interaction/43 [generate]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("02_no_interaction/43.png"),
+        "the message names the file: {stdout}"
+    );
+
+    let status = run_ok(scrbench(&config).args(["status"]).args(narrow), 0);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("m/02_no_interaction/43 [generate]"), "{text}");
+    let summary = std::fs::read_to_string(tmp.path().join("reports/test/summary.md")).unwrap();
+    assert!(summary.contains("m/02_no_interaction/43"), "{summary}");
+
+    std::fs::copy(
+        data().join("results/mosaic/02_no_interaction/43.png"),
+        results.join("02_no_interaction/43.png"),
+    )
+    .unwrap();
+    let retry = run_json(&config, &narrow, 0);
+    assert_eq!(
+        computed(&retry, "generate"),
+        1,
+        "only the failed item is retried"
+    );
+}
