@@ -43,11 +43,11 @@ use std::time::Duration;
 use benchmark::Scene;
 use benchmark::expand::PromptFormat;
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
-use image::imageops::{self, FilterType};
+use image::imageops;
 use image::{ImageEncoder, ImageReader, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, GenerationJob, Generated, Generator, Identity};
+use crate::{Error, Generated, GenerationJob, Generator, Identity};
 
 const ADAPTER: &str = "compose";
 /// Smallest and largest canvas side accepted.
@@ -73,7 +73,12 @@ pub struct ComposeSettings {
 
 impl Default for ComposeSettings {
     fn default() -> Self {
-        ComposeSettings { size: 512, background: [255, 255, 255], collapse: Collapse::None, delay_ms: 0 }
+        ComposeSettings {
+            size: 512,
+            background: [255, 255, 255],
+            collapse: Collapse::None,
+            delay_ms: 0,
+        }
     }
 }
 
@@ -137,7 +142,7 @@ pub struct SubjectTruth {
 impl Truth {
     /// Reads the truth back from a generator's report.
     pub fn from_generated(generated: &Generated) -> Option<Result<Truth, serde_json::Error>> {
-        generated.extra.get("truth").map(|v| Truth::deserialize(v))
+        generated.extra.get("truth").map(Truth::deserialize)
     }
 }
 
@@ -152,12 +157,18 @@ impl Compose {
     /// Whether `k` fits is only known per job, so it is checked by `generate`.
     pub fn new(settings: ComposeSettings) -> Result<Self, Error> {
         if !(MIN_SIZE..=MAX_SIZE).contains(&settings.size) {
-            return Err(settings_error(format!("size {} is outside [{MIN_SIZE}, {MAX_SIZE}]", settings.size)));
+            return Err(settings_error(format!(
+                "size {} is outside [{MIN_SIZE}, {MAX_SIZE}]",
+                settings.size
+            )));
         }
-        if let Collapse::Blend { alpha, .. } = settings.collapse {
-            if !(0.0..=1.0).contains(&alpha) {
-                return Err(settings_error(format!("blend alpha {alpha} is outside [0, 1]")));
+        match settings.collapse {
+            Collapse::Blend { alpha, .. } if !(0.0..=1.0).contains(&alpha) => {
+                return Err(settings_error(format!(
+                    "blend alpha {alpha} is outside [0, 1]"
+                )));
             }
+            _ => {}
         }
         Ok(Compose { settings })
     }
@@ -171,15 +182,24 @@ impl Compose {
         let refs = &job.prompt.references;
         let n = refs.len();
         if n == 0 {
-            return Err(Error::Other(format!("compose: job {} has no reference images", job_name(job))));
+            return Err(Error::Other(format!(
+                "compose: job {} has no reference images",
+                job_name(job)
+            )));
         }
         let plan = plan(self.settings.collapse, n, &job.prompt_id, job.seed)
             .map_err(|message| settings_error(format!("job {}: {message}", job_name(job))))?;
 
         // Decode every reference once (also the ones only used as a source).
         let bg = self.settings.background;
-        let images = refs.iter().map(|r| load_reference(&r.image, bg)).collect::<Result<Vec<_>, _>>()?;
-        let aspects: Vec<f64> = images.iter().map(|im| f64::from(im.width()) / f64::from(im.height())).collect();
+        let images = refs
+            .iter()
+            .map(|r| load_reference(&r.image, bg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let aspects: Vec<f64> = images
+            .iter()
+            .map(|im| f64::from(im.width()) / f64::from(im.height()))
+            .collect();
         let size = self.settings.size;
         let boxes = layout(job.scene, size, &aspects)?;
 
@@ -215,12 +235,27 @@ impl Compose {
                 ),
                 Fate::Dropped => (
                     None,
-                    SubjectTruth { name, status: Status::Dropped, shown: None, source: None, alpha: None, bbox: None },
+                    SubjectTruth {
+                        name,
+                        status: Status::Dropped,
+                        shown: None,
+                        source: None,
+                        alpha: None,
+                        bbox: None,
+                    },
                 ),
                 Fate::Blended(j, alpha) => (
-                    Some(blend(&render(&images[i], w, h), &render(&images[j], w, h), alpha)),
+                    Some(blend(
+                        &render(&images[i], w, h),
+                        &render(&images[j], w, h),
+                        alpha,
+                    )),
                     SubjectTruth {
-                        shown: Some(if alpha >= 0.5 { source_name(j) } else { name.clone() }),
+                        shown: Some(if alpha >= 0.5 {
+                            source_name(j)
+                        } else {
+                            name.clone()
+                        }),
                         name,
                         status: Status::Blended,
                         source: Some(source_name(j)),
@@ -234,7 +269,14 @@ impl Compose {
             }
             subjects.push(truth);
         }
-        Ok((canvas, Truth { canvas: [size, size], scene: job.scene, subjects }))
+        Ok((
+            canvas,
+            Truth {
+                canvas: [size, size],
+                scene: job.scene,
+                subjects,
+            },
+        ))
     }
 }
 
@@ -263,19 +305,27 @@ impl Generator for Compose {
             std::thread::sleep(Duration::from_millis(self.settings.delay_ms));
         }
         let (canvas, truth) = self.compose(job)?;
-        let png = encode_png(&canvas).map_err(|e| Error::Other(format!("encoding PNG for {}: {e}", job_name(job))))?;
-        std::fs::write(out, png).map_err(|source| Error::Io { path: out.to_owned(), source })?;
+        let png = encode_png(&canvas)
+            .map_err(|e| Error::Other(format!("encoding PNG for {}: {e}", job_name(job))))?;
+        std::fs::write(out, png).map_err(|source| Error::Io {
+            path: out.to_owned(),
+            source,
+        })?;
         let mut generated = Generated::default();
         generated.extra.insert(
             "truth".into(),
-            serde_json::to_value(&truth).map_err(|e| Error::Other(format!("serialising truth: {e}")))?,
+            serde_json::to_value(&truth)
+                .map_err(|e| Error::Other(format!("serialising truth: {e}")))?,
         );
         Ok(generated)
     }
 }
 
 fn settings_error(message: String) -> Error {
-    Error::Settings { adapter: ADAPTER.into(), message }
+    Error::Settings {
+        adapter: ADAPTER.into(),
+        message,
+    }
 }
 
 fn job_name(job: &GenerationJob) -> String {
@@ -286,7 +336,12 @@ fn job_name(job: &GenerationJob) -> String {
 /// `Cargo.lock`).
 pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
     let mut bytes = Vec::new();
-    PngEncoder::new_with_quality(Cursor::new(&mut bytes), CompressionType::Fast, PngFilter::Adaptive).write_image(
+    PngEncoder::new_with_quality(
+        Cursor::new(&mut bytes),
+        CompressionType::Fast,
+        PngFilter::Adaptive,
+    )
+    .write_image(
         image.as_raw(),
         image.width(),
         image.height(),
@@ -297,11 +352,20 @@ pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
 
 /// Decodes a reference image to RGB, compositing any transparency over `background`.
 pub fn load_reference(path: &Path, background: [u8; 3]) -> Result<RgbImage, Error> {
-    let bad = |e: image::ImageError| Error::BadImage { path: path.to_owned(), message: e.to_string() };
+    let bad = |e: image::ImageError| Error::BadImage {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
     let decoded = ImageReader::open(path)
-        .map_err(|source| Error::Io { path: path.to_owned(), source })?
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?
         .with_guessed_format()
-        .map_err(|source| Error::Io { path: path.to_owned(), source })?
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?
         .decode()
         .map_err(bad)?;
     if !decoded.color().has_alpha() {
@@ -312,27 +376,157 @@ pub fn load_reference(path: &Path, background: [u8; 3]) -> Result<RgbImage, Erro
     for (dst, src) in rgb.pixels_mut().zip(rgba.pixels()) {
         let a = u32::from(src[3]);
         for c in 0..3 {
-            dst[c] = ((u32::from(src[c]) * a + u32::from(background[c]) * (255 - a) + 127) / 255) as u8;
+            dst[c] =
+                ((u32::from(src[c]) * a + u32::from(background[c]) * (255 - a) + 127) / 255) as u8;
         }
     }
     Ok(rgb)
 }
 
-/// Renders `image` into a `w × h` box: crops it (centred) to the box's aspect ratio, then resizes it
-/// with a triangle filter. This is exactly what the composer pastes for a present or cloned subject.
+/// Renders `image` into a `w × h` box: crops it (centred) to the box's aspect ratio, then resizes it.
+/// This is exactly what the composer pastes for a present or cloned subject.
+///
+/// The resize is self-contained integer arithmetic, so it is fast without optimisation and gives the
+/// same bytes everywhere: when shrinking by 2× or more, whole `f × f` blocks are first averaged
+/// (leaving at least twice the target size), then a separable triangle (bilinear, antialiased) filter
+/// with 14-bit fixed-point weights and an 8-bit intermediate resamples to the exact size.
 pub fn render(image: &RgbImage, w: u32, h: u32) -> RgbImage {
     let (iw, ih) = image.dimensions();
     let (w, h) = (w.max(1), h.max(1));
+    if iw == 0 || ih == 0 {
+        return RgbImage::new(w, h);
+    }
     // Crop to the target aspect: compare iw/ih with w/h in integers.
-    let (cw, ch) = if u64::from(iw) * u64::from(h) > u64::from(ih) * u64::from(w) {
-        let cw = ((f64::from(ih) * f64::from(w) / f64::from(h)).round() as u32).clamp(1, iw);
-        (cw, ih)
+    let (mut cw, mut ch) = if u64::from(iw) * u64::from(h) > u64::from(ih) * u64::from(w) {
+        (
+            ((f64::from(ih) * f64::from(w) / f64::from(h)).round() as u32).clamp(1, iw),
+            ih,
+        )
     } else {
-        let ch = ((f64::from(iw) * f64::from(h) / f64::from(w)).round() as u32).clamp(1, ih);
-        (iw, ch)
+        (
+            iw,
+            ((f64::from(iw) * f64::from(h) / f64::from(w)).round() as u32).clamp(1, ih),
+        )
     };
-    let cropped = imageops::crop_imm(image, (iw - cw) / 2, (ih - ch) / 2, cw, ch).to_image();
-    imageops::resize(&cropped, w, h, FilterType::Triangle)
+    // Block-average by an integer factor first (the crop shrinks to a multiple of it, still centred).
+    let f = (cw / (2 * w)).min(ch / (2 * h)).max(1);
+    cw -= cw % f;
+    ch -= ch % f;
+    let (x0, y0) = ((iw - cw) / 2, (ih - ch) / 2);
+    let (sw, sh) = (cw / f, ch / f);
+    let reduced = reduce(image, x0, y0, sw, sh, f);
+    let horizontal = resample_rows(&reduced, sw as usize, sh as usize, w as usize);
+    let out = resample_columns(&horizontal, w as usize, sh as usize, h as usize);
+    RgbImage::from_raw(w, h, out).expect("buffer size matches")
+}
+
+/// The `sw × sh` RGB image whose pixels are the rounded means of the `f × f` blocks of `image`
+/// starting at `(x0, y0)`.
+fn reduce(image: &RgbImage, x0: u32, y0: u32, sw: u32, sh: u32, f: u32) -> Vec<u8> {
+    let (iw, f, sw, sh) = (image.width() as usize, f as usize, sw as usize, sh as usize);
+    let (x0, y0) = (x0 as usize, y0 as usize);
+    let src = image.as_raw();
+    let mut out = vec![0u8; sw * sh * 3];
+    let mut sums = vec![0u32; sw * 3];
+    let (n, half) = ((f * f) as u32, (f * f / 2) as u32);
+    for oy in 0..sh {
+        sums.fill(0);
+        for y in y0 + oy * f..y0 + (oy + 1) * f {
+            let row = &src[(y * iw + x0) * 3..(y * iw + x0 + sw * f) * 3];
+            for (ox, block) in row.chunks_exact(3 * f).enumerate() {
+                let sum = &mut sums[ox * 3..ox * 3 + 3];
+                for px in block.chunks_exact(3) {
+                    sum[0] += u32::from(px[0]);
+                    sum[1] += u32::from(px[1]);
+                    sum[2] += u32::from(px[2]);
+                }
+            }
+        }
+        for (o, s) in out[oy * sw * 3..(oy + 1) * sw * 3].iter_mut().zip(&sums) {
+            *o = ((s + half) / n) as u8;
+        }
+    }
+    out
+}
+
+const WEIGHT_BITS: u32 = 14;
+
+/// Triangle-filter weights to resample `src` samples to `dst`: for each output, the first input
+/// index and the fixed-point weights of the inputs from there on.
+fn weights(src: usize, dst: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = src as f64 / dst as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the triangle's radius is 1 input sample at unit scale
+    (0..dst)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let first = ((center - support).floor().max(0.0)) as usize;
+            let last = ((center + support).ceil() as usize).min(src);
+            let raw: Vec<f64> = (first..last)
+                .map(|j| (1.0 - ((j as f64 + 0.5 - center) / filter_scale).abs()).max(0.0))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let fixed = raw
+                .iter()
+                .map(|w| (w / total * f64::from(1u32 << WEIGHT_BITS)).round() as i32)
+                .collect();
+            (first, fixed)
+        })
+        .collect()
+}
+
+fn to_u8(acc: i32) -> u8 {
+    ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS).clamp(0, 255) as u8
+}
+
+/// Resamples each row of an RGB `sw × sh` image to `dw` pixels.
+fn resample_rows(src: &[u8], sw: usize, sh: usize, dw: usize) -> Vec<u8> {
+    if sw == dw {
+        return src.to_vec();
+    }
+    let table = weights(sw, dw);
+    let mut out = vec![0u8; dw * sh * 3];
+    for (row, out_row) in src.chunks_exact(sw * 3).zip(out.chunks_exact_mut(dw * 3)) {
+        for ((first, ws), o) in table.iter().zip(out_row.chunks_exact_mut(3)) {
+            let mut acc = [0i32; 3];
+            for (px, &w) in row[first * 3..(first + ws.len()) * 3]
+                .chunks_exact(3)
+                .zip(ws)
+            {
+                acc[0] += i32::from(px[0]) * w;
+                acc[1] += i32::from(px[1]) * w;
+                acc[2] += i32::from(px[2]) * w;
+            }
+            o[0] = to_u8(acc[0]);
+            o[1] = to_u8(acc[1]);
+            o[2] = to_u8(acc[2]);
+        }
+    }
+    out
+}
+
+/// Resamples each column of an RGB `w × sh` image to `dh` pixels.
+fn resample_columns(src: &[u8], w: usize, sh: usize, dh: usize) -> Vec<u8> {
+    if sh == dh {
+        return src.to_vec();
+    }
+    let table = weights(sh, dh);
+    let stride = w * 3;
+    let mut out = vec![0u8; stride * dh];
+    let mut acc = vec![0i32; stride];
+    for ((first, ws), out_row) in table.iter().zip(out.chunks_exact_mut(stride)) {
+        acc.fill(0);
+        for (k, &wt) in ws.iter().enumerate() {
+            let row = &src[(first + k) * stride..(first + k + 1) * stride];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += i32::from(v) * wt;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = to_u8(a);
+        }
+    }
+    out
 }
 
 /// `(1 − alpha)·a + alpha·b`, per channel, rounded. `alpha = 0` gives `a` exactly.
@@ -340,7 +534,9 @@ pub fn blend(a: &RgbImage, b: &RgbImage, alpha: f32) -> RgbImage {
     assert_eq!(a.dimensions(), b.dimensions());
     let mut out = a.clone();
     for (o, q) in out.iter_mut().zip(b.iter()) {
-        *o = ((1.0 - alpha) * f32::from(*o) + alpha * f32::from(*q)).round().clamp(0.0, 255.0) as u8;
+        *o = ((1.0 - alpha) * f32::from(*o) + alpha * f32::from(*q))
+            .round()
+            .clamp(0.0, 255.0) as u8;
     }
     out
 }
@@ -360,7 +556,9 @@ pub fn layout(scene: Scene, size: u32, aspects: &[f64]) -> Result<Vec<[u32; 4]>,
     let rows = n.div_ceil(cols);
     let band = (avail.saturating_sub(gap * (rows as u32 - 1))) / rows as u32;
     if band == 0 {
-        return Err(Error::Other(format!("compose: {n} subjects do not fit a {size}×{size} canvas")));
+        return Err(Error::Other(format!(
+            "compose: {n} subjects do not fit a {size}×{size} canvas"
+        )));
     }
     let (base, extra) = (n / rows, n % rows);
     let mut boxes = Vec::with_capacity(n);
@@ -377,7 +575,9 @@ pub fn layout(scene: Scene, size: u32, aspects: &[f64]) -> Result<Vec<[u32; 4]>,
                 break (widths, steps, total);
             }
             if h == 1 {
-                return Err(Error::Other(format!("compose: {n} subjects do not fit a {size}×{size} canvas")));
+                return Err(Error::Other(format!(
+                    "compose: {n} subjects do not fit a {size}×{size} canvas"
+                )));
             }
             let scaled = (f64::from(h) * f64::from(avail) / total as f64).floor() as u32;
             h = scaled.clamp(1, h - 1);
@@ -398,7 +598,10 @@ pub fn layout(scene: Scene, size: u32, aspects: &[f64]) -> Result<Vec<[u32; 4]>,
 /// Widths at height `h`, the advance from each box's left edge to the next one's, and the row's
 /// total width.
 fn row_geometry(scene: Scene, aspects: &[f64], h: u32, gap: u32) -> (Vec<u32>, Vec<i64>, i64) {
-    let widths: Vec<u32> = aspects.iter().map(|a| ((f64::from(h) * a).round() as u32).max(1)).collect();
+    let widths: Vec<u32> = aspects
+        .iter()
+        .map(|a| ((f64::from(h) * a).round() as u32).max(1))
+        .collect();
     let steps: Vec<i64> = widths
         .windows(2)
         .map(|pair| {
@@ -407,7 +610,9 @@ fn row_geometry(scene: Scene, aspects: &[f64], h: u32, gap: u32) -> (Vec<u32>, V
                 Scene::Neutral => w + i64::from(gap),
                 Scene::Interaction => w,
                 Scene::Occlusion => {
-                    let overlap = ((f64::from(pair[0].min(pair[1])) * OCCLUSION_OVERLAP).round() as i64).max(1);
+                    let overlap = ((f64::from(pair[0].min(pair[1])) * OCCLUSION_OVERLAP).round()
+                        as i64)
+                        .max(1);
                     // Keep at least one column of the earlier box visible.
                     w - overlap.min(w - 1)
                 }
@@ -467,7 +672,12 @@ fn plan(collapse: Collapse, n: usize, prompt_id: &str, seed: u64) -> Result<Vec<
 /// FNV-1a (64-bit) of the prompt id, a separator byte and the seed's little-endian bytes.
 fn job_seed(prompt_id: &str, seed: u64) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in prompt_id.as_bytes().iter().chain(&[0xff]).chain(&seed.to_le_bytes()) {
+    for &byte in prompt_id
+        .as_bytes()
+        .iter()
+        .chain(&[0xff])
+        .chain(&seed.to_le_bytes())
+    {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -512,8 +722,12 @@ mod tests {
     fn plan_picks_k_distinct_and_sources_intact() {
         for seed in 0..50 {
             let fates = plan(Collapse::Clone { k: 3 }, 6, "11_interaction", seed).unwrap();
-            let cloned: Vec<usize> =
-                fates.iter().enumerate().filter(|(_, f)| matches!(f, Fate::Cloned(_))).map(|(i, _)| i).collect();
+            let cloned: Vec<usize> = fates
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| matches!(f, Fate::Cloned(_)))
+                .map(|(i, _)| i)
+                .collect();
             assert_eq!(cloned.len(), 3);
             for f in &fates {
                 if let Fate::Cloned(j) = f {
@@ -545,7 +759,10 @@ mod tests {
                     let boxes = layout(scene, size, &aspects).unwrap();
                     assert_eq!(boxes.len(), n);
                     for b in &boxes {
-                        assert!(b[0] < b[2] && b[1] < b[3] && b[2] <= size && b[3] <= size, "{scene} {n} {size} {b:?}");
+                        assert!(
+                            b[0] < b[2] && b[1] < b[3] && b[2] <= size && b[3] <= size,
+                            "{scene} {n} {size} {b:?}"
+                        );
                     }
                 }
             }

@@ -56,11 +56,18 @@ pub struct Generated {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no image for {prompt_id}/{seed}: {path} does not exist")]
-    MissingImage { prompt_id: String, seed: u64, path: PathBuf },
+    MissingImage {
+        prompt_id: String,
+        seed: u64,
+        path: PathBuf,
+    },
     #[error("{path}: {message}")]
     BadImage { path: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid settings for adapter `{adapter}`: {message}")]
     Settings { adapter: String, message: String },
     #[error("{0}")]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use benchmark::expand::PromptFormat;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, GenerationJob, Generated, Generator, Identity};
+use crate::{Error, Generated, GenerationJob, Generator, Identity};
 
 /// The eight bytes every PNG file starts with.
 pub const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
@@ -91,7 +91,10 @@ impl Replay {
                 message: format!("`dir` {} is not a directory", settings.dir.display()),
             });
         }
-        Ok(Replay { dir: settings.dir, meta: Mutex::new(HashMap::new()) })
+        Ok(Replay {
+            dir: settings.dir,
+            meta: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The folder images are replayed from.
@@ -102,20 +105,32 @@ impl Replay {
     /// Where the image for `job` lives: `<dir>/<prompt_id>/<seed>.png` (whether or not it exists).
     pub fn source_path(&self, job: &GenerationJob) -> Result<PathBuf, Error> {
         check_prompt_id(&job.prompt_id)?;
-        Ok(self.dir.join(&job.prompt_id).join(format!("{}.png", job.seed)))
+        Ok(self
+            .dir
+            .join(&job.prompt_id)
+            .join(format!("{}.png", job.seed)))
     }
 
     fn existing_source(&self, job: &GenerationJob) -> Result<PathBuf, Error> {
         let path = self.source_path(job)?;
         if !path.is_file() {
-            return Err(Error::MissingImage { prompt_id: job.prompt_id.clone(), seed: job.seed, path });
+            return Err(Error::MissingImage {
+                prompt_id: job.prompt_id.clone(),
+                seed: job.seed,
+                path,
+            });
         }
         Ok(path)
     }
 
     /// The parsed `meta.json` of `prompt_id`'s folder, from the cache or read now.
     fn meta(&self, prompt_id: &str) -> Meta {
-        if let Some(meta) = self.meta.lock().unwrap_or_else(|e| e.into_inner()).get(prompt_id) {
+        if let Some(meta) = self
+            .meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(prompt_id)
+        {
             return meta.clone();
         }
         // Parsed outside the lock; two threads may parse the same file once each, which is harmless.
@@ -130,7 +145,9 @@ impl Replay {
 
     /// Warns when `meta.json` disagrees with the job. Never fails.
     fn cross_check(&self, job: &GenerationJob) {
-        let Some(records) = self.meta(&job.prompt_id) else { return };
+        let Some(records) = self.meta(&job.prompt_id) else {
+            return;
+        };
         let file = self.dir.join(&job.prompt_id).join("meta.json");
         for problem in meta_mismatches(&records, job) {
             tracing::warn!(
@@ -152,7 +169,9 @@ fn check_prompt_id(prompt_id: &str) -> Result<(), Error> {
         || prompt_id.contains(['/', '\\'])
         || Path::new(prompt_id).is_absolute()
     {
-        return Err(Error::Other(format!("replay: prompt id `{prompt_id}` is not a plain folder name")));
+        return Err(Error::Other(format!(
+            "replay: prompt id `{prompt_id}` is not a plain folder name"
+        )));
     }
     Ok(())
 }
@@ -179,7 +198,10 @@ fn read_meta(path: &Path) -> Meta {
 /// Human-readable differences between `meta.json`'s record for the job's seed and the job.
 pub fn meta_mismatches(records: &[MetaRecord], job: &GenerationJob) -> Vec<String> {
     let mut problems = Vec::new();
-    let mine: Vec<&MetaRecord> = records.iter().filter(|r| r.seed == Some(job.seed)).collect();
+    let mine: Vec<&MetaRecord> = records
+        .iter()
+        .filter(|r| r.seed == Some(job.seed))
+        .collect();
     let record = match mine.as_slice() {
         [] => {
             problems.push(format!("no record for seed {}", job.seed));
@@ -187,12 +209,19 @@ pub fn meta_mismatches(records: &[MetaRecord], job: &GenerationJob) -> Vec<Strin
         }
         [one] => *one,
         [first, ..] => {
-            problems.push(format!("{} records for seed {}; checking the first", mine.len(), job.seed));
+            problems.push(format!(
+                "{} records for seed {}; checking the first",
+                mine.len(),
+                job.seed
+            ));
             *first
         }
     };
     if let Some(id) = record.prompt_id.as_ref().filter(|id| **id != job.prompt_id) {
-        problems.push(format!("record for seed {} has prompt id `{id}`, the job `{}`", job.seed, job.prompt_id));
+        problems.push(format!(
+            "record for seed {} has prompt id `{id}`, the job `{}`",
+            job.seed, job.prompt_id
+        ));
     }
     match &record.prompt {
         Some(text) if text.trim() != job.prompt.text.trim() => problems.push(format!(
@@ -202,22 +231,38 @@ pub fn meta_mismatches(records: &[MetaRecord], job: &GenerationJob) -> Vec<Strin
         None => problems.push(format!("record for seed {} has no prompt", job.seed)),
         _ => {}
     }
-    let names: Vec<&str> = record.subjects.iter().map(|s| s.name.as_deref().unwrap_or("")).collect();
+    let names: Vec<&str> = record
+        .subjects
+        .iter()
+        .map(|s| s.name.as_deref().unwrap_or(""))
+        .collect();
     let expected: Vec<&str> = job.subjects.iter().map(String::as_str).collect();
     if names != expected {
-        problems.push(format!("record for seed {} has subjects {names:?}, the job {expected:?}", job.seed));
+        problems.push(format!(
+            "record for seed {} has subjects {names:?}, the job {expected:?}",
+            job.seed
+        ));
     }
     if record.skipped == Some(true) {
-        problems.push(format!("record for seed {} says the image was skipped", job.seed));
+        problems.push(format!(
+            "record for seed {} says the image was skipped",
+            job.seed
+        ));
     }
     problems
 }
 
 /// Reads `path` and checks that it is a PNG.
 fn read_png(path: &Path) -> Result<Vec<u8>, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     if !bytes.starts_with(&PNG_SIGNATURE) {
-        return Err(Error::BadImage { path: path.to_owned(), message: "not a PNG file (bad signature)".into() });
+        return Err(Error::BadImage {
+            path: path.to_owned(),
+            message: "not a PNG file (bad signature)".into(),
+        });
     }
     Ok(bytes)
 }
@@ -247,7 +292,10 @@ impl Generator for Replay {
         // Read and write rather than fs::copy: the copy must not inherit the source's permissions
         // (shared data is often read-only).
         let bytes = read_png(&source)?;
-        std::fs::write(out, &bytes).map_err(|source| Error::Io { path: out.to_owned(), source })?;
+        std::fs::write(out, &bytes).map_err(|source| Error::Io {
+            path: out.to_owned(),
+            source,
+        })?;
         Ok(Generated::default())
     }
 }
