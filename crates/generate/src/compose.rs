@@ -291,7 +291,7 @@ impl Generator for Compose {
             settings: serde_json::json!({
                 "size": s.size,
                 "background": s.background,
-                "collapse": s.collapse,
+                "collapse": collapse_json(s.collapse),
             }),
         }
     }
@@ -318,6 +318,18 @@ impl Generator for Compose {
                 .map_err(|e| Error::Other(format!("serialising truth: {e}")))?,
         );
         Ok(generated)
+    }
+}
+
+/// `collapse` as JSON, with alpha written as its shortest decimal form (`0.3`, not the f32's
+/// widened `0.30000001192092896`); distinct f32 values still give distinct numbers.
+fn collapse_json(collapse: Collapse) -> serde_json::Value {
+    match collapse {
+        Collapse::Blend { k, alpha } => {
+            let alpha: f64 = alpha.to_string().parse().unwrap_or(f64::from(alpha));
+            serde_json::json!({ "mode": "blend", "k": k, "alpha": alpha })
+        }
+        other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
     }
 }
 

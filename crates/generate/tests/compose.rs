@@ -419,6 +419,84 @@ fn identity_holds_the_output_settings() {
 }
 
 #[test]
+fn identity_writes_alpha_as_written() {
+    let id = compose(Collapse::Blend { k: 1, alpha: 0.3 }).identity();
+    assert_eq!(
+        id.settings["collapse"],
+        serde_json::json!({"mode": "blend", "k": 1, "alpha": 0.3})
+    );
+    let next = f32::from_bits(0.3f32.to_bits() + 1);
+    assert_ne!(
+        compose(Collapse::Blend { k: 1, alpha: next }).identity(),
+        id
+    );
+}
+
+/// FNV-1a of the canvas pixels: pins the output. If this changes (new resampler, layout, PRNG or a
+/// decoder upgrade that changes decoded pixels), bump `Compose`'s identity version.
+#[test]
+fn output_is_pinned() {
+    fn fnv(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+    let mut hashes = Vec::new();
+    for (scene, collapse) in [
+        (Scene::Neutral, Collapse::None),
+        (Scene::Occlusion, Collapse::Clone { k: 2 }),
+        (Scene::Interaction, Collapse::Blend { k: 1, alpha: 0.4 }),
+    ] {
+        let job = compose_job(5, scene, 42);
+        let (canvas, truth) = compose(collapse).compose(&job).unwrap();
+        let boxes: Vec<_> = truth
+            .subjects
+            .iter()
+            .map(|s| (s.status, s.shown.clone(), s.bbox))
+            .collect();
+        hashes.push((format!("{:016x}", fnv(canvas.as_raw())), boxes));
+    }
+    let present = |name: &str, b: [u32; 4]| (Status::Present, Some(name.to_string()), Some(b));
+    let other = |status, name: &str, b: [u32; 4]| (status, Some(name.to_string()), Some(b));
+    let expected = vec![
+        (
+            "4900a81946d718af".to_string(),
+            vec![
+                present("black woman", [32, 70, 171, 209]),
+                present("western woman", [187, 70, 325, 209]),
+                present("dog", [341, 70, 480, 209]),
+                present("Siamese cat", [54, 264, 225, 480]),
+                present("bowl", [241, 264, 457, 480]),
+            ],
+        ),
+        (
+            "41785adacefdcee1".to_string(),
+            vec![
+                other(Status::Cloned, "western woman", [32, 46, 219, 233]),
+                present("western woman", [163, 46, 349, 233]),
+                other(Status::Cloned, "Siamese cat", [293, 46, 480, 233]),
+                present("Siamese cat", [88, 264, 259, 480]),
+                present("bowl", [208, 264, 424, 480]),
+            ],
+        ),
+        (
+            "921dc495e9adb006".to_string(),
+            vec![
+                present("black woman", [33, 65, 182, 214]),
+                present("western woman", [182, 65, 330, 214]),
+                present("dog", [330, 65, 479, 214]),
+                other(Status::Blended, "Siamese cat", [62, 264, 233, 480]),
+                present("bowl", [233, 264, 449, 480]),
+            ],
+        ),
+    ];
+    assert_eq!(
+        hashes, expected,
+        "compose output changed: bump its identity version and update the pins"
+    );
+}
+
+#[test]
 fn truth_json_shape() {
     let job = compose_job(3, Scene::Neutral, 42);
     let generator = compose(Collapse::Blend { k: 1, alpha: 0.75 });
