@@ -4,6 +4,7 @@
 mod cache;
 mod errors;
 mod resume;
+mod setup;
 mod study;
 
 use std::path::{Path, PathBuf};

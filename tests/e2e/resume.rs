@@ -85,3 +85,46 @@ fn count_files(dir: &Path) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_study(tmp.path(), &data(), MODELS);
+    let child = scrbench(&config)
+        .args(["run", "--json"])
+        .args(NARROW)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let entries = tmp.path().join("cache/actions/generate");
+    while count_files(&entries) < 3 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
+    let interrupted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(interrupted["interrupted"], true);
+    let done = computed(&interrupted, "generate");
+    assert!((3..32).contains(&done), "{interrupted}");
+    assert_eq!(
+        count_files(&entries) as u64,
+        done,
+        "everything computed before the stop was stored"
+    );
+
+    let resumed = run_json(&config, &NARROW, 0);
+    assert_eq!(computed(&resumed, "generate"), 32 - done);
+    assert_eq!(cached(&resumed, "generate"), done);
+}

@@ -64,7 +64,7 @@ pub fn main(args: &[OsString]) -> Result<()> {
             &sleep,
             format!(
                 "study: bench-sleep\nbenchmark: {data}\ncache: cache-sleep-{repeat}\nreports: reports\n\
-                 concurrency: {{generate: 1}}\nmodels:\n  sleep:\n    adapter: compose\n    size: 32\n    delay_ms: 50\n",
+                 concurrency: {{generate: 1}}\nmodels:\n  sleep:\n    adapter: sleep\n    ms: 50\n",
                 data = data.display()
             ),
         )?;

@@ -25,15 +25,14 @@
 //! filter, so the pasted image fills its box exactly; transparent references are composited over the
 //! background first. The ground truth is returned as `Generated.extra["truth"]`, a [`Truth`].
 //!
-//! Settings (YAML, every key optional):
+//! Settings (beside `adapter: compose` in a study's `models:`; every key optional):
 //!
 //! ```yaml
 //! adapter: compose
-//! settings:
-//!   size: 512                 # square canvas side in pixels
-//!   background: [255, 255, 255]
-//!   collapse: { mode: clone, k: 2 }   # or {mode: none} | {mode: drop, k: 1} | {mode: blend, k: 1, alpha: 0.5}
-//!   delay_ms: 0               # simulated latency (sleep) per image; not part of the identity
+//! size: 512                 # square canvas side in pixels
+//! background: [255, 255, 255]
+//! collapse: { mode: clone, k: 2 }   # or {mode: none} | {mode: drop, k: 1} | {mode: blend, k: 1, alpha: 0.5}
+//! delay_ms: 0               # simulated latency (sleep) per image; not part of the identity
 //! ```
 
 use std::io::Cursor;

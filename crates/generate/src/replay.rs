@@ -25,8 +25,7 @@ pub const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x
 ///
 /// ```yaml
 /// adapter: replay
-/// settings:
-///   dir: ../shared/datasets/p13n-workshop/results/mosaic   # relative to the config file
+/// dir: ../shared/datasets/p13n-workshop/results/mosaic   # relative to the config file
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

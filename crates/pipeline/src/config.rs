@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use benchmark::expand::IdipPolicy;
 use generate::compose::ComposeSettings;
 use generate::replay::ReplaySettings;
+use generate::sleep::SleepSettings;
 use serde::Deserialize;
 
 /// A study as written in YAML.
@@ -62,20 +62,8 @@ pub enum ModelConfig {
     Replay(ReplaySettings),
     /// Synthetic scenes with controlled collapse and ground truth.
     Compose(ComposeSettings),
-}
-
-impl ModelConfig {
-    pub fn adapter(&self) -> &'static str {
-        match self {
-            ModelConfig::Replay(_) => "replay",
-            ModelConfig::Compose(_) => "compose",
-        }
-    }
-
-    /// The idip policy for placeholder formats (XVerse); native adapters do not use it.
-    pub fn idip_policy(&self) -> IdipPolicy {
-        IdipPolicy::default()
-    }
+    /// A stand-in for a slow model: sleeps, then writes a tiny PNG (benchmarks, cluster tests).
+    Sleep(SleepSettings),
 }
 
 fn default_seeds() -> Vec<u64> {

@@ -21,6 +21,7 @@ use benchmark::Benchmark;
 use generate::Generator;
 use generate::compose::Compose;
 use generate::replay::Replay;
+use generate::sleep::Sleep;
 use serde::Serialize;
 use store::{Digest, Store};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,7 @@ pub enum PipelineError {
     #[error("benchmark {path}: {source}")]
     Benchmark {
         path: PathBuf,
-        source: benchmark::Error,
+        source: Box<benchmark::Error>,
     },
     #[error("model `{model}`: {source}")]
     Model {
@@ -75,7 +76,7 @@ impl Pipeline {
         let bench =
             Benchmark::load(&config.benchmark).map_err(|source| PipelineError::Benchmark {
                 path: config.benchmark.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let bench = Arc::new(bench);
         let store = Store::open(&config.cache).map_err(|source| PipelineError::Store {
@@ -94,6 +95,9 @@ impl Pipeline {
                 }
                 ModelConfig::Compose(settings) => {
                     Arc::new(Compose::new(settings.clone()).map_err(model_error)?)
+                }
+                ModelConfig::Sleep(settings) => {
+                    Arc::new(Sleep::new(settings.clone()).map_err(model_error)?)
                 }
             };
             generators.insert(name.clone(), generator);
@@ -172,7 +176,7 @@ impl Pipeline {
     pub fn evaluate(
         &self,
         selection: &Selection,
-    ) -> Result<Vec<(Item, Vec<(&'static str, StageState)>)>, PipelineError> {
+    ) -> Result<Vec<(Item, ItemStates)>, PipelineError> {
         Ok(self
             .items(selection)?
             .into_iter()
@@ -252,8 +256,11 @@ pub struct Status {
     pub failures: Vec<runner::Failure>,
 }
 
+/// The state of each stage of one item, in stage order.
+pub type ItemStates = Vec<(&'static str, StageState)>;
+
 /// Items with the state of each of their stages, in canonical order.
-pub type Evaluated = [(Item, Vec<(&'static str, StageState)>)];
+pub type Evaluated = [(Item, ItemStates)];
 
 impl Status {
     /// Counts the evaluated items; rows follow the items' model order and the stage order.

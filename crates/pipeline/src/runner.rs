@@ -292,7 +292,7 @@ async fn process_stage(
         let ran = compute(shared, item, upstream, {
             let stage = stage.clone();
             let key = key.clone();
-            move |cx| Ok(stage.run(cx, &key)?)
+            move |cx| stage.run(cx, &key)
         })
         .await;
         drop(permit);

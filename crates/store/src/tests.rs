@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
@@ -309,15 +309,13 @@ fn stat_cache_persists_across_handles() -> TestResult {
     drop(store);
 
     let store = Store::open(dir.path())?;
-    let started = Instant::now();
     for digest in &digests {
         assert_eq!(store.check_blob(digest)?, BlobState::Ok);
     }
-    let elapsed = started.elapsed();
-    assert_eq!(store.hash_count(), 0);
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "checking 2000 cached blobs took {elapsed:?}"
+    assert_eq!(
+        store.hash_count(),
+        0,
+        "verified through the persisted stat cache"
     );
     Ok(())
 }
