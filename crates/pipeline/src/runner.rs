@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::items::Item;
-use crate::stage::{Context, Output, Stage, StageError};
+use crate::stage::{Context, Output, Stage, StageError, StageOutput};
 use crate::{Pipeline, PipelineError};
 
 /// How a run behaves.
@@ -90,7 +90,7 @@ enum Outcome {
 struct Shared {
     pipeline: Arc<Pipeline>,
     /// One semaphore per stage: slots for computing.
-    slots: Vec<Semaphore>,
+    slots: Vec<Arc<Semaphore>>,
     /// Bounds the blocking store operations (key computation, lookups, commits) in flight.
     io: Semaphore,
     cancel: CancellationToken,
@@ -111,7 +111,7 @@ pub(crate) async fn run(
     let stages = pipeline.stages.clone();
     let slots = stages
         .iter()
-        .map(|s| Semaphore::new(pipeline.concurrency(s.name())))
+        .map(|s| Arc::new(Semaphore::new(pipeline.concurrency(s.name()))))
         .collect();
     let bars = (options.progress && !options.dry_run).then(|| progress_bars(&stages, items.len()));
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -224,6 +224,13 @@ async fn process(shared: &Arc<Shared>, item: Item) -> Vec<Outcome> {
     outcomes
 }
 
+/// What one attempt at computing a stage ended with.
+enum Attempt {
+    Done(Outcome),
+    /// Another process holds the key's lock.
+    Busy,
+}
+
 async fn process_stage(
     shared: &Arc<Shared>,
     index: usize,
@@ -255,86 +262,79 @@ async fn process_stage(
             return Outcome::WouldRun(reasons);
         }
 
+        let slot = shared.slots[index].clone();
         let permit = tokio::select! {
-            permit = shared.slots[index].acquire() => match permit {
+            permit = slot.acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return Outcome::Interrupted,
             },
             () = shared.cancel.cancelled() => return Outcome::Interrupted,
         };
-        let digest = key.digest();
-        let locked = blocking(shared, item, upstream, move |cx| {
-            Ok(cx.store.try_lock(&digest)?)
-        })
-        .await;
-        let guard = match locked {
-            Err(message) => return Outcome::Failed(message),
-            Ok(Some(guard)) => guard,
-            Ok(None) => {
-                // Another process computes this key: let others use the slot, then look again.
-                drop(permit);
-                tokio::time::sleep(LOCK_POLL).await;
-                continue;
-            }
-        };
-        // The holder we waited for may have finished it just now.
-        let relookup = blocking(shared, item, upstream, {
-            let key = key.clone();
-            let item_id = item_id.clone();
-            move |cx| Ok(cx.store.lookup(&item_id, &key)?)
-        })
-        .await;
-        if let Ok(Lookup::Hit(entry)) = relookup {
-            return Outcome::Cached(entry);
-        }
-
-        let started = Instant::now();
-        let ran = compute(shared, item, upstream, {
+        // One trip to a blocking thread: lock, look again, compute, give the slot back, store.
+        let attempt = compute(shared, item, upstream, {
             let stage = stage.clone();
-            let key = key.clone();
-            move |cx| stage.run(cx, &key)
-        })
-        .await;
-        drop(permit);
-
-        let committed = blocking(shared, item, upstream, {
-            let key = key.clone();
             let item_id = item_id.clone();
-            move |cx| match ran {
-                Ok(output) => {
-                    let mut outputs = BTreeMap::new();
-                    for (name, data) in output.outputs {
-                        let digest = match data {
-                            Output::File(file) => cx.store.put_file(file)?,
-                            Output::Bytes(bytes) => cx.store.put_bytes(&bytes)?,
-                        };
-                        outputs.insert(name, digest);
+            move |cx| {
+                let Some(guard) = cx.store.try_lock(&key.digest())? else {
+                    return Ok(Attempt::Busy);
+                };
+                // The holder we waited for may have finished it just now.
+                if cx.store.entry(&key)?.is_some()
+                    && let Lookup::Hit(entry) = cx.store.lookup(&item_id, &key)?
+                {
+                    return Ok(Attempt::Done(Outcome::Cached(entry)));
+                }
+                let started = Instant::now();
+                let ran = stage.run(cx, &key);
+                drop(permit);
+                let outcome = match ran.and_then(|output| commit(cx, &item_id, &key, output)) {
+                    Ok(entry) => {
+                        tracing::info!(
+                            "{} {item_id}: computed in {:.2}s",
+                            stage.name(),
+                            started.elapsed().as_secs_f64()
+                        );
+                        Outcome::Computed(entry)
                     }
-                    Ok(Ok(cx.store.record(&item_id, &key, outputs, output.meta)?))
-                }
-                Err(message) => {
-                    cx.store.record_failure(&item_id, &key, &message)?;
-                    Ok(Err(message))
-                }
+                    Err(error) => {
+                        let message = error.to_string();
+                        tracing::warn!("{} {item_id}: failed: {message}", stage.name());
+                        cx.store.record_failure(&item_id, &key, &message)?;
+                        Outcome::Failed(message)
+                    }
+                };
+                drop(guard);
+                Ok(Attempt::Done(outcome))
             }
         })
         .await;
-        drop(guard);
-        return match committed {
-            Ok(Ok(entry)) => {
-                tracing::info!(
-                    "{} {item_id}: computed in {:.2}s",
-                    stage.name(),
-                    started.elapsed().as_secs_f64()
-                );
-                Outcome::Computed(entry)
+        match attempt {
+            Ok(Attempt::Done(outcome)) => return outcome,
+            Err(message) => return Outcome::Failed(message),
+            Ok(Attempt::Busy) => {
+                // Another process computes this key: look again after a while.
+                tokio::time::sleep(LOCK_POLL).await;
             }
-            Ok(Err(message)) | Err(message) => {
-                tracing::warn!("{} {item_id}: failed: {message}", stage.name());
-                Outcome::Failed(message)
-            }
-        };
+        }
     }
+}
+
+/// Stores a stage's outputs, then records the entry (always last).
+fn commit(
+    cx: &Context,
+    item_id: &str,
+    key: &ActionKey,
+    output: StageOutput,
+) -> Result<ActionEntry, StageError> {
+    let mut outputs = BTreeMap::new();
+    for (name, data) in output.outputs {
+        let digest = match data {
+            Output::File(file) => cx.store.put_file(file)?,
+            Output::Bytes(bytes) => cx.store.put_bytes(&bytes)?,
+        };
+        outputs.insert(name, digest);
+    }
+    Ok(cx.store.record(item_id, key, outputs, output.meta)?)
 }
 
 /// Runs store work `f` on a blocking thread with a [`Context`] for `item`, bounded by the I/O
