@@ -1,11 +1,12 @@
 //! The resumable runner: items flow through the stages with bounded concurrency per stage.
 //!
 //! Every item is its own task. At each stage it computes the key and looks it up; on a miss it
-//! waits for a slot of that stage, takes the key's lock (so another process sharing the cache never
-//! computes it too), runs the stage, gives the slot back, and only then stores the outputs and
-//! records the entry. A slot is held only while a stage computes, so a slow stage (generation)
-//! never keeps a fast one (inspection) idle while the fast one has work, and storing (hashing,
-//! fsync) never delays the next generation.
+//! joins the stage's short "ready" line (as many places as the stage has slots), takes the key's
+//! lock (so another process sharing the cache never computes it too) and looks again, then waits
+//! for a slot, runs the stage, gives the slot back, and only then stores the outputs and records
+//! the entry. A slot is held only while a stage computes, so a slow stage (generation) never keeps
+//! a fast one (inspection) idle while the fast one has work, and neither locking nor storing
+//! (hashing, fsync) delays the next generation.
 //!
 //! Ctrl-C cancels the run: no new stage starts, computations already running finish and are
 //! stored. A killed process loses only its in-flight items; rerunning resumes from the store.
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use store::{ActionEntry, ActionKey, Lookup, MissReason};
-use tokio::sync::Semaphore;
+use store::{ActionEntry, ActionKey, LockGuard, Lookup, MissReason};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::items::Item;
@@ -91,6 +92,9 @@ struct Shared {
     pipeline: Arc<Pipeline>,
     /// One semaphore per stage: slots for computing.
     slots: Vec<Arc<Semaphore>>,
+    /// One semaphore per stage, as wide as its slots: items that hold their key's lock and wait
+    /// for a slot. Taking the lock ahead keeps that I/O off the stage's critical path.
+    ready: Vec<Arc<Semaphore>>,
     /// Bounds the blocking store operations (key computation, lookups, commits) in flight.
     io: Semaphore,
     cancel: CancellationToken,
@@ -109,6 +113,10 @@ pub(crate) async fn run(
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let stages = pipeline.stages.clone();
+    let ready = stages
+        .iter()
+        .map(|s| Arc::new(Semaphore::new(pipeline.concurrency(s.name()))))
+        .collect();
     let slots = stages
         .iter()
         .map(|s| Arc::new(Semaphore::new(pipeline.concurrency(s.name()))))
@@ -118,6 +126,7 @@ pub(crate) async fn run(
     let shared = Arc::new(Shared {
         pipeline: pipeline.clone(),
         slots,
+        ready,
         io: Semaphore::new(4 * cpus),
         cancel,
         dry_run: options.dry_run,
@@ -224,10 +233,12 @@ async fn process(shared: &Arc<Shared>, item: Item) -> Vec<Outcome> {
     outcomes
 }
 
-/// What one attempt at computing a stage ended with.
-enum Attempt {
-    Done(Outcome),
-    /// Another process holds the key's lock.
+/// What taking a key's lock ended with.
+enum Locked {
+    Mine(LockGuard),
+    /// Another process finished the key meanwhile.
+    Cached(ActionEntry),
+    /// Another process holds the lock.
     Busy,
 }
 
@@ -262,28 +273,44 @@ async fn process_stage(
             return Outcome::WouldRun(reasons);
         }
 
-        let slot = shared.slots[index].clone();
-        let permit = tokio::select! {
-            permit = slot.acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Outcome::Interrupted,
-            },
-            () = shared.cancel.cancelled() => return Outcome::Interrupted,
+        let Some(ready) = acquire(shared, &shared.ready[index]).await else {
+            return Outcome::Interrupted;
         };
-        // One trip to a blocking thread: lock, look again, compute, give the slot back, store.
-        let attempt = compute(shared, item, upstream, {
-            let stage = stage.clone();
+        let locked = blocking(shared, item, upstream, {
+            let key = key.clone();
             let item_id = item_id.clone();
             move |cx| {
                 let Some(guard) = cx.store.try_lock(&key.digest())? else {
-                    return Ok(Attempt::Busy);
+                    return Ok(Locked::Busy);
                 };
                 // The holder we waited for may have finished it just now.
                 if cx.store.entry(&key)?.is_some()
                     && let Lookup::Hit(entry) = cx.store.lookup(&item_id, &key)?
                 {
-                    return Ok(Attempt::Done(Outcome::Cached(entry)));
+                    return Ok(Locked::Cached(entry));
                 }
+                Ok(Locked::Mine(guard))
+            }
+        })
+        .await;
+        let guard = match locked {
+            Err(message) => return Outcome::Failed(message),
+            Ok(Locked::Cached(entry)) => return Outcome::Cached(entry),
+            Ok(Locked::Mine(guard)) => guard,
+            Ok(Locked::Busy) => {
+                // Another process computes this key: look again after a while.
+                drop(ready);
+                tokio::time::sleep(LOCK_POLL).await;
+                continue;
+            }
+        };
+        let Some(permit) = acquire(shared, &shared.slots[index]).await else {
+            return Outcome::Interrupted;
+        };
+        drop(ready);
+        return compute(shared, item, upstream, {
+            let stage = stage.clone();
+            move |cx| {
                 let started = Instant::now();
                 let ran = stage.run(cx, &key);
                 drop(permit);
@@ -304,18 +331,19 @@ async fn process_stage(
                     }
                 };
                 drop(guard);
-                Ok(Attempt::Done(outcome))
+                Ok(outcome)
             }
         })
-        .await;
-        match attempt {
-            Ok(Attempt::Done(outcome)) => return outcome,
-            Err(message) => return Outcome::Failed(message),
-            Ok(Attempt::Busy) => {
-                // Another process computes this key: look again after a while.
-                tokio::time::sleep(LOCK_POLL).await;
-            }
-        }
+        .await
+        .unwrap_or_else(Outcome::Failed);
+    }
+}
+
+/// A permit of `semaphore`, or `None` once the run is cancelled.
+async fn acquire(shared: &Shared, semaphore: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = semaphore.clone().acquire_owned() => permit.ok(),
+        () = shared.cancel.cancelled() => None,
     }
 }
 
