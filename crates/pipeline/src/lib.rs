@@ -12,6 +12,7 @@ pub mod items;
 pub mod report;
 pub mod runner;
 pub mod stage;
+mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -1,12 +1,12 @@
 //! The resumable runner: items flow through the stages with bounded concurrency per stage.
 //!
 //! Every item is its own task. At each stage it computes the key and looks it up; on a miss it
-//! joins the stage's short "ready" line (as many places as the stage has slots), takes the key's
-//! lock (so another process sharing the cache never computes it too) and looks again, then waits
-//! for a slot, runs the stage, gives the slot back, and only then stores the outputs and records
-//! the entry. A slot is held only while a stage computes, so a slow stage (generation) never keeps
-//! a fast one (inspection) idle while the fast one has work, and neither locking nor storing
-//! (hashing, fsync) delays the next generation.
+//! joins the stage's short "ready" line (as many places as the stage has workers), takes the key's
+//! lock (so another process sharing the cache never computes it too) and looks again, then hands
+//! the computation to one of the stage's worker threads ([`crate::workers`]; their number is the
+//! stage's concurrency) and, once it comes back, stores the outputs and records the entry. A worker
+//! only computes, so a slow stage (generation) never keeps a fast one (inspection) idle while the
+//! fast one has work, and neither locking nor storing (hashing, fsync) delays the next generation.
 //!
 //! Ctrl-C cancels the run: no new stage starts, computations already running finish and are
 //! stored. A killed process loses only its in-flight items; rerunning resumes from the store.
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::items::Item;
 use crate::stage::{Context, Output, Stage, StageError, StageOutput};
+use crate::workers::{Job, Workers};
 use crate::{Pipeline, PipelineError};
 
 /// How a run behaves.
@@ -90,10 +91,10 @@ enum Outcome {
 
 struct Shared {
     pipeline: Arc<Pipeline>,
-    /// One semaphore per stage: slots for computing.
-    slots: Vec<Arc<Semaphore>>,
-    /// One semaphore per stage, as wide as its slots: items that hold their key's lock and wait
-    /// for a slot. Taking the lock ahead keeps that I/O off the stage's critical path.
+    /// One pool per stage: its slots, as worker threads.
+    workers: Vec<Workers>,
+    /// One semaphore per stage, as wide as its pool: items that hold their key's lock and wait
+    /// for a worker. Taking the lock ahead keeps that I/O off the stage's critical path.
     ready: Vec<Arc<Semaphore>>,
     /// Bounds the blocking store operations (key computation, lookups, commits) in flight.
     io: Semaphore,
@@ -117,15 +118,16 @@ pub(crate) async fn run(
         .iter()
         .map(|s| Arc::new(Semaphore::new(pipeline.concurrency(s.name()))))
         .collect();
-    let slots = stages
+    let workers = stages
         .iter()
-        .map(|s| Arc::new(Semaphore::new(pipeline.concurrency(s.name()))))
-        .collect();
+        .map(|s| Workers::start(s.name(), pipeline.concurrency(s.name())))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| PipelineError::Internal(format!("cannot start worker threads: {e}")))?;
     let bars = (options.progress && !options.dry_run).then(|| progress_bars(&stages, items.len()));
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let shared = Arc::new(Shared {
         pipeline: pipeline.clone(),
-        slots,
+        workers,
         ready,
         io: Semaphore::new(4 * cpus),
         cancel,
@@ -304,35 +306,58 @@ async fn process_stage(
                 continue;
             }
         };
-        let Some(permit) = acquire(shared, &shared.slots[index]).await else {
-            return Outcome::Interrupted;
-        };
-        drop(ready);
-        return compute(shared, item, upstream, {
-            let stage = stage.clone();
-            move |cx| {
-                let started = Instant::now();
-                let ran = stage.run(cx, &key);
-                drop(permit);
-                let outcome = match ran.and_then(|output| commit(cx, &item_id, &key, output)) {
-                    Ok(entry) => {
-                        tracing::info!(
-                            "{} {item_id}: computed in {:.2}s",
-                            stage.name(),
-                            started.elapsed().as_secs_f64()
-                        );
-                        Outcome::Computed(entry)
-                    }
-                    Err(error) => {
-                        let message = error.to_string();
-                        tracing::warn!("{} {item_id}: failed: {message}", stage.name());
-                        cx.store.record_failure(&item_id, &key, &message)?;
-                        Outcome::Failed(message)
-                    }
+        // Run on the stage's workers; the place in the ready line is given back when a worker
+        // takes the job.
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new({
+            let (pipeline, cancel) = (shared.pipeline.clone(), shared.cancel.clone());
+            let (stage, item, upstream, key) =
+                (stage.clone(), item.clone(), upstream.clone(), key.clone());
+            move || {
+                drop(ready);
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let cx = Context {
+                    item: &item,
+                    upstream: &upstream,
+                    store: &pipeline.store,
                 };
-                drop(guard);
-                Ok(outcome)
+                let started = Instant::now();
+                let ran = stage.run(&cx, &key);
+                let _ = sender.send((ran, started.elapsed()));
             }
+        });
+        if !shared.workers[index].submit(job) {
+            return Outcome::Interrupted;
+        }
+        let Ok((ran, elapsed)) = receiver.await else {
+            // Cancelled before a worker took it (or the job panicked).
+            return if shared.cancel.is_cancelled() {
+                Outcome::Interrupted
+            } else {
+                Outcome::Failed(format!("stage {} panicked", stage.name()))
+            };
+        };
+        let stage_name = stage.name();
+        return blocking(shared, item, upstream, move |cx| {
+            let outcome = match ran.and_then(|output| commit(cx, &item_id, &key, output)) {
+                Ok(entry) => {
+                    tracing::info!(
+                        "{stage_name} {item_id}: computed in {:.2}s",
+                        elapsed.as_secs_f64()
+                    );
+                    Outcome::Computed(entry)
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    tracing::warn!("{stage_name} {item_id}: failed: {message}");
+                    cx.store.record_failure(&item_id, &key, &message)?;
+                    Outcome::Failed(message)
+                }
+            };
+            drop(guard);
+            Ok(outcome)
         })
         .await
         .unwrap_or_else(Outcome::Failed);
