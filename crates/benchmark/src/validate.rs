@@ -139,7 +139,9 @@ fn check_image(s: &DraftSubject, image: &Path) -> Result<PathBuf, Error> {
     let reader = image::ImageReader::open(&path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| unreadable(e.to_string()))?;
-    let (width, height) = reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| unreadable(e.to_string()))?;
     if width == 0 || height == 0 {
         return Err(unreadable(format!("the image is {width}×{height}")));
     }
