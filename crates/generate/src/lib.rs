@@ -7,11 +7,14 @@
 //! Native generators:
 //! - [`replay::Replay`] copies published images from a folder in the paper's layout
 //!   (`<dir>/<prompt_id>/<seed>.png`);
+//! - [`reference::Reference`] passes a subject's reference image through, so references are
+//!   inspected and embedded by the same stages as generated images;
 //! - [`sleep::Sleep`] only sleeps and writes a tiny PNG: a stand-in for a slow model in benchmarks;
 //! - [`compose::Compose`] pastes the reference subjects onto a canvas with controlled collapse and
 //!   records the ground truth, so metrics can be checked where the truth is known.
 
 pub mod compose;
+pub mod reference;
 pub mod replay;
 pub mod sleep;
 

@@ -113,9 +113,10 @@ impl StudyConfig {
             return Err(invalid("concurrency values must be at least 1".into()));
         }
         for name in config.models.keys() {
-            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with(['.', '@']) {
                 return Err(invalid(format!(
-                    "model name `{name}` must be non-empty, not start with `.`, and contain no `/`"
+                    "model name `{name}` must be non-empty, not start with `.` or `@` (reserved), \
+                     and contain no `/`"
                 )));
             }
         }

@@ -7,7 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use benchmark::{Benchmark, Prompt};
+use benchmark::{Benchmark, Prompt, Scene};
+use generate::reference::REFERENCES;
 
 /// One image of the study.
 #[derive(Clone, Debug)]
@@ -18,6 +19,32 @@ pub struct Item {
 }
 
 impl Item {
+    /// The reference item of `subject`: model [`REFERENCES`], prompt id = subject name, seed 0.
+    pub fn reference(bench: &Benchmark, subject: &str) -> Option<Item> {
+        let subject = bench.subject(subject)?;
+        let location = bench
+            .prompts
+            .iter()
+            .find(|p| p.subjects.contains(&subject.name))
+            .map(|p| p.location.clone())?;
+        let prompt = Prompt {
+            id: subject.name.clone(),
+            scene: Scene::Neutral,
+            text: subject.name.clone(),
+            subjects: vec![subject.name.clone()],
+            location,
+        };
+        Some(Item {
+            model: REFERENCES.to_owned(),
+            prompt: Arc::new(prompt),
+            seed: 0,
+        })
+    }
+
+    pub fn is_reference(&self) -> bool {
+        self.model == REFERENCES
+    }
+
     /// `model/prompt_id/seed`, the form `explain` takes.
     pub fn id(&self) -> String {
         format!("{}/{}/{}", self.model, self.prompt.id, self.seed)
@@ -161,6 +188,20 @@ pub fn select(
             .collect();
     }
     Ok(items)
+}
+
+/// The reference items of every subject `items` use, in benchmark subject order.
+pub fn references(bench: &Benchmark, items: &[Item]) -> Vec<Item> {
+    bench
+        .subjects
+        .iter()
+        .filter(|s| {
+            items
+                .iter()
+                .any(|item| item.prompt.subjects.contains(&s.name))
+        })
+        .filter_map(|s| Item::reference(bench, &s.name))
+        .collect()
 }
 
 #[cfg(test)]

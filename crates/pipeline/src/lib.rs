@@ -21,6 +21,7 @@ use std::sync::Arc;
 use benchmark::Benchmark;
 use generate::Generator;
 use generate::compose::Compose;
+use generate::reference::{REFERENCES, Reference};
 use generate::replay::Replay;
 use generate::sleep::Sleep;
 use serde::Serialize;
@@ -103,6 +104,7 @@ impl Pipeline {
             };
             generators.insert(name.clone(), generator);
         }
+        generators.insert(REFERENCES.to_owned(), Arc::new(Reference));
         let stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(GenerateStage {
                 bench: bench.clone(),
@@ -201,6 +203,14 @@ impl Pipeline {
             seeds: vec![id.seed],
             ..Selection::default()
         };
+        if id.model == REFERENCES {
+            let item = Item::reference(&self.bench, &id.prompt_id)
+                .filter(|_| id.seed == 0)
+                .ok_or_else(|| {
+                    PipelineError::UnknownItem(format!("{REFERENCES}/{}/{}", id.prompt_id, id.seed))
+                })?;
+            return Ok(Explanation::new(&item, runner::evaluate(self, &item)));
+        }
         let item = self
             .items(&selection)
             .map_err(|_| {
