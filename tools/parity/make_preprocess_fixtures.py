@@ -17,7 +17,7 @@ Writes (deterministically; re-running rewrites identical files for the same libr
       dino/<name>, clip/<name> [N] f32  final tensor (CHW, flattened) sampled at 0::STRIDE
   tests/fixtures/preprocess/manifest.json
 
-Optional: --paper-jpegs DIR --pil-out OUT decodes every JPEG in DIR with PIL and writes
+Optional: --paper-jpegs DIR --pil-out OUT decodes every JPEG (and PNG) in DIR with PIL and writes
 OUT/<stem>.png, for the decoder comparison test (see tools/parity/README.md).
 """
 
@@ -165,7 +165,7 @@ def main():
     if args.paper_jpegs:
         args.pil_out.mkdir(parents=True, exist_ok=True)
         for p in sorted(args.paper_jpegs.iterdir()):
-            if p.suffix.lower() in (".jpg", ".jpeg"):
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
                 im = Image.open(p)
                 print(p.name, im.mode, im.size)
                 to_png(args.pil_out / (p.stem + ".png"), np.array(im.convert("RGB")))

@@ -12,7 +12,8 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// OpenAI CLIP mean (`OPENAI_CLIP_MEAN` in transformers).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// OpenAI CLIP standard deviation (`OPENAI_CLIP_STD`).
+/// OpenAI CLIP standard deviation (`OPENAI_CLIP_STD`), digits as in transformers.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
 
 /// Which reference implementation's rounding rules the pipeline follows.

@@ -208,7 +208,7 @@ fn errors_name_the_file() {
     assert!(err.to_string().contains("cut.png"), "{err}");
 }
 
-/// Decoder comparison on a directory of JPEGs against PIL's decodes of the same files
+/// Decoder comparison on a directory of JPEGs (and PNGs) against PIL's decodes of the same files
 /// (`make_preprocess_fixtures.py --paper-jpegs DIR --pil-out OUT`). Run with
 /// `PREPROCESS_JPEG_DIR=DIR PREPROCESS_PIL_DIR=OUT cargo test -p preprocess -- --ignored --nocapture`.
 #[test]
@@ -223,11 +223,15 @@ fn jpeg_decoder_vs_pil() {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&jpegs)
         .expect("jpeg dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg")))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("png"))
+        })
         .collect();
     entries.sort();
     let (mut worst, mut all_n, mut all_total) = (0u8, 0usize, 0usize);
     let mut exact_files = 0;
+    let mut all_hist = [0usize; 4];
     for path in &entries {
         let stem = path.file_stem().and_then(|s| s.to_str()).expect("stem");
         let ours = open_rgb(path).unwrap_or_else(|e| panic!("{e}"));
@@ -247,13 +251,20 @@ fn jpeg_decoder_vs_pil() {
             100.0 * hist[3] as f64 / total as f64
         );
         worst = worst.max(max);
+        for (a, h) in all_hist.iter_mut().zip(hist) {
+            *a += h;
+        }
         all_n += n;
         all_total += total;
         exact_files += usize::from(n == 0);
     }
     println!(
-        "{} files ({exact_files} exact): max|diff| {worst}, differing {:.3}% of channel values",
+        "{} files ({exact_files} exact): max|diff| {worst}, differing {:.3}% of channel values \
+         (|d|=1 {:.3}%, 2 {:.3}%, >=3 {:.4}%)",
         entries.len(),
-        100.0 * all_n as f64 / all_total as f64
+        100.0 * all_n as f64 / all_total as f64,
+        100.0 * all_hist[1] as f64 / all_total as f64,
+        100.0 * all_hist[2] as f64 / all_total as f64,
+        100.0 * all_hist[3] as f64 / all_total as f64
     );
 }
