@@ -14,7 +14,7 @@ pub enum MetricError {
         left: usize,
         right: usize,
     },
-    #[error("{encoder}: {what} is a zero or non-finite vector")]
+    #[error("{encoder}: {what} is zero or not finite")]
     Degenerate { encoder: &'static str, what: String },
     #[error(
         "{encoder}: the generated image has an embedding but reference {index} ({name}) has none"

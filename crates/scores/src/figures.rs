@@ -31,6 +31,9 @@ pub enum Figure {
 const SIZE: (u32, u32) = (900, 520);
 const LEGEND_WIDTH: u32 = 170;
 const FONT: &str = "sans-serif";
+const GRID: RGBColor = RGBColor(242, 242, 242);
+/// SCR (in %) from which the scatter shades its points as collapsed.
+const COLLAPSED: f64 = 90.0;
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -115,6 +118,13 @@ impl Figure {
             Figure::ClipVsScr => clip_vs_scr(&plot, summary, &scr)?,
         }
         legend(&legend_area, &summary.models)?;
+        if self == Figure::ClipVsScr {
+            let y = 110 + 26 * summary.models.len() as i32;
+            legend_area.draw(&Rectangle::new([(10, y), (28, y + 14)], collapsed_fill()))?;
+            let note = format!("{} ≥ {COLLAPSED:.0}%", scr.title());
+            legend_area.draw(&Text::new(note, (36, y), font(13)))?;
+            legend_area.draw(&Text::new("(collapsed)", (36, y + 16), font(13)))?;
+        }
         root.present()?;
         Ok(())
     }
@@ -129,6 +139,10 @@ fn fonts() -> Result<(), String> {
             register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).map_err(fail)
         })
         .clone()
+}
+
+fn collapsed_fill() -> ShapeStyle {
+    RGBColor(214, 39, 40).mix(0.08).filled()
 }
 
 fn color(model: usize) -> RGBColor {
@@ -184,6 +198,8 @@ where
         .x_desc("N (reference subjects)")
         .y_desc(percent(scr))
         .label_style(font(14))
+        .light_line_style(GRID)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (i, model) in summary.models.iter().enumerate() {
         let stats: Vec<(i32, f64, f64, f64)> = counts
@@ -235,6 +251,8 @@ where
         .x_desc("Scene type")
         .y_desc(percent(scr))
         .label_style(font(14))
+        .light_line_style(GRID)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     let width = 0.8 / summary.models.len().max(1) as f64;
     for (i, model) in summary.models.iter().enumerate() {
@@ -310,7 +328,13 @@ where
         .x_desc("CLIP-I (image similarity to the references)")
         .y_desc(percent(scr))
         .label_style(font(14))
+        .light_line_style(GRID)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
+    chart.draw_series([Rectangle::new(
+        [(lo, COLLAPSED), (hi, 103.0)],
+        collapsed_fill(),
+    )])?;
     chart.draw_series(
         points
             .iter()

@@ -50,15 +50,32 @@ fn cosine_of(encoder: &'static str, a: &[f32], b: &[f32]) -> Result<f64, MetricE
         aa += x * x;
         bb += y * y;
     }
-    for (norm, what) in [(aa, "left"), (bb, "right")] {
+    for (norm, what) in [(aa, "the left vector"), (bb, "the right vector")] {
         if !(norm > 0.0 && norm.is_finite()) {
             return Err(MetricError::Degenerate {
                 encoder,
-                what: format!("the {what} vector"),
+                what: what.into(),
             });
         }
     }
     Ok(dot / (aa.sqrt() * bb.sqrt()))
+}
+
+/// `vector` if it can be normalised, else an error naming it.
+fn usable<'v>(
+    encoder: &'static str,
+    vector: &'v [f32],
+    what: impl FnOnce() -> String,
+) -> Result<&'v [f32], MetricError> {
+    let norm: f64 = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if norm > 0.0 && norm.is_finite() {
+        Ok(vector)
+    } else {
+        Err(MetricError::Degenerate {
+            encoder,
+            what: what(),
+        })
+    }
 }
 
 /// SCR@τ: the fraction of cosines strictly below `tau`; `None` for no cosines.
@@ -90,7 +107,10 @@ pub fn score_image(
     let dino = per_reference("DINO", generated, references, |e| e.dino.as_deref())?;
     let dinov2 = per_reference("DINOv2", generated, references, |e| e.dinov2.as_deref())?;
     let clip_t = match (generated.clip.as_deref(), text) {
-        (Some(image), Some(text)) => Some(cosine_of("CLIP", image, text)?),
+        (Some(image), Some(text)) => {
+            let text = usable("CLIP", text, || "the prompt text's embedding".into())?;
+            Some(cosine_of("CLIP", image, text)?)
+        }
         _ => None,
     };
     let scr = match &dinov2 {
@@ -143,11 +163,17 @@ fn per_reference(
             None => Ok(None),
         };
     };
+    let generated = usable(encoder, generated, || {
+        "the generated image's embedding".into()
+    })?;
     references
         .iter()
         .enumerate()
         .map(|(index, r)| match pick(r.embeddings) {
-            Some(reference) => cosine_of(encoder, generated, reference),
+            Some(reference) => {
+                let what = || format!("reference {index} ({})'s embedding", r.name);
+                cosine_of(encoder, generated, usable(encoder, reference, what)?)
+            }
             None => Err(MetricError::MissingReference {
                 encoder,
                 index,
