@@ -20,20 +20,35 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     with_dirs(&mut first);
     let summary: Value =
         serde_json::from_slice(&run_ok(first.args(["run", "--json"]), 0).stdout).unwrap();
-    assert_eq!(summary["items"], 225);
-    assert_eq!(computed(&summary, "generate"), 225);
-    assert_eq!(computed(&summary, "inspect"), 225);
+    // 225 published images plus the 30 reference subjects, which go through the same stages.
+    assert_eq!(summary["items"], 255);
+    for stage in [
+        "generate",
+        "inspect",
+        "embed-dinov2",
+        "embed-dino",
+        "embed-clip",
+    ] {
+        assert_eq!(computed(&summary, stage), 255, "{stage}");
+    }
+    // One text embedding per distinct prompt text (75) and subject name (30); seeds share them.
+    assert_eq!(computed(&summary, "embed-clip-text"), 105);
+    assert_eq!(cached(&summary, "embed-clip-text"), 150);
 
     let mut second = scrbench(&config);
     with_dirs(&mut second);
     let summary: Value =
         serde_json::from_slice(&run_ok(second.args(["run", "--json"]), 0).stdout).unwrap();
-    assert_eq!(
-        computed(&summary, "generate") + computed(&summary, "inspect"),
-        0
-    );
-    assert_eq!(cached(&summary, "generate"), 225);
-    assert_eq!(cached(&summary, "inspect"), 225);
+    for stage in [
+        "generate",
+        "inspect",
+        "embed-dinov2",
+        "embed-dino",
+        "embed-clip",
+    ] {
+        assert_eq!(computed(&summary, stage), 0, "{stage}");
+        assert_eq!(cached(&summary, stage), 255, "{stage}");
+    }
 
     let mut explain = scrbench(&config);
     with_dirs(&mut explain);
@@ -47,24 +62,28 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     );
 
     let items = std::fs::read_to_string(reports.join("mosaic-paper/items.jsonl")).unwrap();
-    assert_eq!(items.lines().count(), 225);
+    assert_eq!(items.lines().count(), 255);
     let first: Value = serde_json::from_str(items.lines().next().unwrap()).unwrap();
-    assert_eq!(first["prompt_id"], "01_no_interaction");
-    assert_eq!(first["stages"]["inspect"]["state"], "done");
-    assert_eq!(first["width"], 512);
+    assert_eq!(first["model"], "@references");
+    let image: Value = serde_json::from_str(items.lines().nth(30).unwrap()).unwrap();
+    assert_eq!(image["prompt_id"], "01_no_interaction");
+    assert_eq!(image["stages"]["embed-dinov2"]["state"], "done");
+    assert_eq!(image["width"], 512);
 
     let mut status = scrbench(&config);
     with_dirs(&mut status);
     let output = run_ok(status.args(["status", "--json"]), 0);
     let status: Value = serde_json::from_slice(&output.stdout).unwrap();
     for row in status["rows"].as_array().unwrap() {
+        let total = if row["model"] == "@references" { 30 } else { 225 };
         assert_eq!(
             (
                 row["done"].as_u64(),
                 row["missing"].as_u64(),
                 row["failed"].as_u64()
             ),
-            (Some(225), Some(0), Some(0))
+            (Some(total), Some(0), Some(0)),
+            "{row}"
         );
     }
 }
@@ -105,4 +124,79 @@ fn shards_partition_the_items_and_dry_run_computes_nothing() {
         "the two shards covered every item"
     );
     assert_eq!(cached(&all, "generate"), 6);
+}
+
+#[test]
+fn references_are_embedded_once_per_encoder_ever_and_a_broken_model_stops_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("tests/fixtures/encoders");
+    let encoders = format!(
+        "encoders:\n  dinov2:\n    model: {}\n",
+        fixtures.join("dinov2_tiny").display()
+    );
+    let study = |models: &str| {
+        let config = write_study(tmp.path(), &data(), models);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("models:\n", &format!("{encoders}models:\n")),
+        )
+        .unwrap();
+        config
+    };
+    let narrow = ["--prompts", "01_no_interaction,16_no_interaction"];
+    let config = study("  a:\n    adapter: compose\n    size: 64\n");
+    let first = run_json(&config, &narrow, 0);
+    let references = first["items"].as_u64().unwrap() - 4;
+    assert!(references >= 4, "the subjects of 2 prompts");
+    // Without collapse, compose ignores the seed: 2 distinct images for 4 items.
+    assert_eq!(computed(&first, "embed-dinov2"), references + 2);
+
+    let config = study("  b:\n    adapter: compose\n    size: 72\n");
+    let second = run_json(&config, &narrow, 0);
+    assert_eq!(
+        computed(&second, "embed-dinov2"),
+        2,
+        "only model b's new images"
+    );
+    assert_eq!(
+        cached(&second, "embed-dinov2"),
+        references + 2,
+        "references reused"
+    );
+    let explain = run_ok(
+        scrbench(&config).args(["explain", "@references/black woman/0"]),
+        0,
+    );
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("stage embed-dinov2: up to date"), "{text}");
+
+    // A model that cannot load stops the run with a clear error; nothing else is substituted.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(
+        fixtures.join("dinov2_tiny/config.json"),
+        broken.join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(broken.join("model.safetensors"), b"not safetensors").unwrap();
+    let config = write_study(
+        tmp.path(),
+        &data(),
+        "  c:\n    adapter: compose\n    size: 80\n",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let encoders = format!("encoders:\n  dinov2:\n    model: {}\n", broken.display());
+    std::fs::write(
+        &config,
+        text.replace("models:\n", &format!("{encoders}models:\n")),
+    )
+    .unwrap();
+    let output = run_ok(scrbench(&config).args(["run"]).args(narrow), 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot load the dinov2 encoder"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the run stopped"), "{stderr}");
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use generate::compose::ComposeSettings;
 use generate::replay::ReplaySettings;
 use generate::sleep::SleepSettings;
+
+use crate::embed::EncodersConfig;
 use serde::Deserialize;
 
 /// A study as written in YAML.
@@ -30,6 +32,12 @@ pub struct StudyConfig {
     pub reports: PathBuf,
     #[serde(default)]
     pub concurrency: Concurrency,
+    /// Image and text encoders for the embedding stages; none configured = no embedding stages.
+    #[serde(default)]
+    pub encoders: EncodersConfig,
+    /// Where the encoders run: `cpu` (default) or `cuda` (a build with `--features cuda`).
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// Models by name.
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -42,6 +50,17 @@ pub struct Concurrency {
     pub generate: usize,
     /// Images inspected at once (CPU).
     pub inspect: usize,
+    /// Embeddings computed at once per encoder (a model already uses every core).
+    pub embed: usize,
+}
+
+/// The device the encoders run on; chosen explicitly, never silently changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    Cuda,
 }
 
 impl Default for Concurrency {
@@ -50,6 +69,7 @@ impl Default for Concurrency {
         Concurrency {
             generate: 1,
             inspect: cpus,
+            embed: 1,
         }
     }
 }
@@ -109,7 +129,8 @@ impl StudyConfig {
         if config.seeds.is_empty() {
             return Err(invalid("`seeds:` is empty".into()));
         }
-        if config.concurrency.generate == 0 || config.concurrency.inspect == 0 {
+        let c = &config.concurrency;
+        if c.generate == 0 || c.inspect == 0 || c.embed == 0 {
             return Err(invalid("concurrency values must be at least 1".into()));
         }
         for name in config.models.keys() {
@@ -129,6 +150,7 @@ impl StudyConfig {
         config.benchmark = base.join(&config.benchmark);
         config.cache = base.join(&config.cache);
         config.reports = base.join(&config.reports);
+        config.encoders.resolve_paths(&base);
         for model in config.models.values_mut() {
             if let ModelConfig::Replay(settings) = model {
                 settings.dir = base.join(&settings.dir);

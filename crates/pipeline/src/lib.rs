@@ -7,6 +7,7 @@
 //! one function that evaluates an item's stages against the store.
 
 pub mod config;
+pub mod embed;
 pub mod explain;
 pub mod items;
 pub mod report;
@@ -48,6 +49,11 @@ pub enum PipelineError {
     Model {
         model: String,
         source: generate::Error,
+    },
+    #[error("encoder `{encoder}`: {source}")]
+    Encoder {
+        encoder: &'static str,
+        source: encoders::Error,
     },
     #[error("cache {path}: {source}")]
     Store { path: PathBuf, source: store::Error },
@@ -105,19 +111,25 @@ impl Pipeline {
             generators.insert(name.clone(), generator);
         }
         generators.insert(REFERENCES.to_owned(), Arc::new(Reference));
-        let stages: Vec<Arc<dyn Stage>> = vec![
+        let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(GenerateStage {
                 bench: bench.clone(),
                 generators,
             }),
             Arc::new(InspectStage { thumbnail: 128 }),
         ];
+        stages.extend(embedding_stages(&config)?);
         Ok(Pipeline {
             config,
             bench,
             store,
             stages,
         })
+    }
+
+    /// Whether reference images go through the stages too (they do once embeddings are computed).
+    pub fn uses_references(&self) -> bool {
+        !self.config.encoders.is_empty()
     }
 
     /// Stage names in order.
@@ -128,7 +140,8 @@ impl Pipeline {
     pub(crate) fn concurrency(&self, stage: &str) -> usize {
         match stage {
             "generate" => self.config.concurrency.generate,
-            _ => self.config.concurrency.inspect,
+            "inspect" => self.config.concurrency.inspect,
+            _ => self.config.concurrency.embed,
         }
     }
 
@@ -151,7 +164,16 @@ impl Pipeline {
         cancel: CancellationToken,
     ) -> Result<RunSummary, PipelineError> {
         let items = self.items(selection)?;
-        let summary = runner::run(self.clone(), items, options, cancel).await?;
+        let mut summary = RunSummary::default();
+        if self.uses_references() {
+            // References first: every image's scores need them.
+            let references = items::references(&self.bench, &items);
+            summary = runner::run(self.clone(), references, options, cancel.clone()).await?;
+        }
+        if summary.fatal.is_none() && !summary.interrupted {
+            let run = runner::run(self.clone(), items, options, cancel).await?;
+            summary.merge(run);
+        }
         let pipeline = self.clone();
         let dry_run = options.dry_run;
         let sharded = selection.shard.is_some();
@@ -180,8 +202,13 @@ impl Pipeline {
         &self,
         selection: &Selection,
     ) -> Result<Vec<(Item, ItemStates)>, PipelineError> {
-        Ok(self
-            .items(selection)?
+        let mut items = self.items(selection)?;
+        if self.uses_references() {
+            let mut all = items::references(&self.bench, &items);
+            all.append(&mut items);
+            items = all;
+        }
+        Ok(items
             .into_iter()
             .map(|item| {
                 let states = runner::evaluate(self, &item);
@@ -248,6 +275,47 @@ impl Pipeline {
         })?;
         Ok(dir)
     }
+}
+
+/// The embedding stages of the configured encoders, in a fixed order.
+fn embedding_stages(config: &StudyConfig) -> Result<Vec<Arc<dyn Stage>>, PipelineError> {
+    use embed::{EmbedStage, Encoder, Family, TextEmbedStage};
+    let encoders = &config.encoders;
+    if encoders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let device = match config.device {
+        config::DeviceChoice::Cpu => candle_core::Device::Cpu,
+        config::DeviceChoice::Cuda => {
+            candle_core::Device::new_cuda(0).map_err(|e| PipelineError::Encoder {
+                encoder: "device",
+                source: encoders::Error::from(e),
+            })?
+        }
+    };
+    tracing::info!("encoders run on {device:?}");
+    let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
+    for (family, name, configured) in [
+        (Family::Dinov2, "dinov2", &encoders.dinov2),
+        (Family::Dino, "dino", &encoders.dino),
+        (Family::Clip, "clip", &encoders.clip),
+    ] {
+        let Some(configured) = configured else {
+            continue;
+        };
+        let encoder = Encoder::resolve(family, configured, &device).map_err(|source| {
+            PipelineError::Encoder {
+                encoder: name,
+                source,
+            }
+        })?;
+        let encoder = Arc::new(encoder);
+        stages.push(Arc::new(EmbedStage::new(encoder.clone())));
+        if family == Family::Clip {
+            stages.push(Arc::new(TextEmbedStage::new(encoder)));
+        }
+    }
+    Ok(stages)
 }
 
 /// Counts for one model × stage.

@@ -71,10 +71,29 @@ pub struct RunSummary {
     pub failures: Vec<Failure>,
     pub would_run: Vec<WouldRun>,
     pub interrupted: bool,
+    /// A stage that cannot work at all (e.g. its model does not load) stopped the run.
+    pub fatal: Option<String>,
     pub seconds: f64,
 }
 
 impl RunSummary {
+    /// Adds the counts of a later run over other items.
+    pub fn merge(&mut self, other: RunSummary) {
+        self.items += other.items;
+        for (stage, counts) in other.stages {
+            let mine = self.stages.entry(stage).or_default();
+            mine.cached += counts.cached;
+            mine.computed += counts.computed;
+            mine.failed += counts.failed;
+            mine.blocked += counts.blocked;
+        }
+        self.failures.extend(other.failures);
+        self.would_run.extend(other.would_run);
+        self.interrupted |= other.interrupted;
+        self.fatal = self.fatal.take().or(other.fatal);
+        self.seconds += other.seconds;
+    }
+
     pub fn computed(&self) -> usize {
         self.stages.values().map(|c| c.computed).sum()
     }
@@ -87,6 +106,8 @@ enum Outcome {
     Failed(String),
     WouldRun(Vec<MissReason>),
     Interrupted,
+    /// The stage cannot work at all; the run was cancelled.
+    Fatal(String),
 }
 
 struct Shared {
@@ -181,11 +202,15 @@ pub(crate) async fn run(
                     summary.interrupted = true;
                     counts.blocked += 1;
                 }
+                Some(Outcome::Fatal(message)) => {
+                    counts.blocked += 1;
+                    summary.fatal.get_or_insert_with(|| message.clone());
+                }
                 None => counts.blocked += 1,
             }
         }
     }
-    summary.interrupted |= shared.cancel.is_cancelled();
+    summary.interrupted |= shared.cancel.is_cancelled() && summary.fatal.is_none();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -340,6 +365,11 @@ async fn process_stage(
             };
         };
         let stage_name = stage.name();
+        if let Err(StageError::Fatal(message)) = &ran {
+            tracing::error!("{}: {message}", stage.name());
+            shared.cancel.cancel();
+            return Outcome::Fatal(message.clone());
+        }
         return blocking(shared, item, upstream, move |cx| {
             let outcome = match ran.and_then(|output| commit(cx, &item_id, &key, output)) {
                 Ok(entry) => {

@@ -63,6 +63,9 @@ pub enum StageError {
     Expand(#[from] expand::ExpandError),
     #[error("{0}")]
     Failed(String),
+    /// Nothing of this stage can work (e.g. its model does not load): the run stops.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// A per-item pipeline step.
@@ -79,7 +82,7 @@ pub trait Stage: Send + Sync {
     fn run(&self, cx: &Context, key: &ActionKey) -> Result<StageOutput, StageError>;
 }
 
-fn new_key(stage: &dyn Stage) -> ActionKey {
+pub(crate) fn new_key(stage: &dyn Stage) -> ActionKey {
     ActionKey {
         stage: stage.name().to_owned(),
         stage_version: stage.version(),

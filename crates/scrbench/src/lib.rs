@@ -346,6 +346,9 @@ fn run(study: &Study, args: RunArgs, progress: bool) -> Result<ExitCode> {
         }
         println!("{} items in {:.2}s", summary.items, summary.seconds);
     }
+    if let Some(fatal) = &summary.fatal {
+        bail!("the run stopped: {fatal}");
+    }
     Ok(if summary.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if !summary.failures.is_empty() {

@@ -1,0 +1,366 @@
+//! Embedding stages: one per configured encoder (`embed-dinov2`, `embed-dino`, `embed-clip`) for
+//! every image, and `embed-clip-text` for the prompt text.
+//!
+//! An image embedding's key holds the image's digest, the preprocessing parameters and the
+//! encoder's identity (family, interpolation, implementation version, hub revision, and the digests
+//! of its config, weight and tokenizer files; never a local path). Reference images are items of
+//! the `@references` pseudo-model, so each is embedded once per encoder, ever; a text embedding's
+//! key holds the text, so each prompt is embedded once however many models and seeds use it.
+//!
+//! Models load lazily, on the first embedding a run computes, so a fully cached rerun never loads
+//! one. A model that fails to load stops the run ([`StageError::Fatal`]): there is no fallback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use encoders::{Checkpoint, ClipOptions, ImageEncoder, Interpolation, ModelSpec, TextEncoder};
+use preprocess::Preprocessor;
+use serde::Deserialize;
+use serde_json::json;
+use store::{ActionKey, Digest};
+
+use crate::stage::{Context, Output, Stage, StageError, StageOutput, new_key};
+
+/// Which encoder family a stage runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Dinov2,
+    Dino,
+    Clip,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Dinov2 => "dinov2",
+            Family::Dino => "dino",
+            Family::Clip => "clip",
+        }
+    }
+}
+
+/// One encoder as configured under `encoders:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// A hub id (e.g. `facebook/dinov2-small`, resolved in the local hub cache) or a directory in
+    /// the HF layout (relative to the config file).
+    pub model: String,
+    /// Hub revision (branch, tag or commit); default `main`.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Position-table interpolation for DINOv2 / DINO: `torch_hub` (paper-exact, default) or `hf`.
+    #[serde(default)]
+    pub interpolation: Interpolation,
+}
+
+/// `encoders:` in a study.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodersConfig {
+    pub dinov2: Option<EncoderConfig>,
+    pub dino: Option<EncoderConfig>,
+    pub clip: Option<EncoderConfig>,
+}
+
+impl EncodersConfig {
+    pub fn is_empty(&self) -> bool {
+        self.dinov2.is_none() && self.dino.is_none() && self.clip.is_none()
+    }
+
+    /// Resolves local model directories against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for config in [&mut self.dinov2, &mut self.dino, &mut self.clip]
+            .into_iter()
+            .flatten()
+        {
+            let local = base.join(&config.model);
+            if local.is_dir() {
+                config.model = local.display().to_string();
+            }
+        }
+    }
+}
+
+/// A resolved checkpoint and its lazily loaded model, shared by the image and text stages.
+pub struct Encoder {
+    family: Family,
+    config: EncoderConfig,
+    checkpoint: Checkpoint,
+    device: candle_core::Device,
+    /// Digests of the files that determine the outputs, computed once per run.
+    files: OnceLock<Result<BTreeMap<String, String>, String>>,
+    image: OnceLock<Result<Arc<dyn ImageEncoder>, String>>,
+    text: OnceLock<Result<Arc<dyn TextEncoder>, String>>,
+}
+
+impl Encoder {
+    /// Resolves the checkpoint now (cheap, no weights read): a missing model is an error at open.
+    pub fn resolve(
+        family: Family,
+        config: &EncoderConfig,
+        device: &candle_core::Device,
+    ) -> Result<Encoder, encoders::Error> {
+        let mut spec = ModelSpec::new(config.model.clone());
+        if let Some(revision) = &config.revision {
+            spec = spec.with_revision(revision.clone());
+        }
+        Ok(Encoder {
+            family,
+            config: config.clone(),
+            checkpoint: Checkpoint::resolve(&spec)?,
+            device: device.clone(),
+            files: OnceLock::new(),
+            image: OnceLock::new(),
+            text: OnceLock::new(),
+        })
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.checkpoint.config_file.clone()];
+        files.extend(self.checkpoint.weight_files.iter().cloned());
+        if self.family == Family::Clip {
+            files.extend(self.checkpoint.file("tokenizer.json"));
+        }
+        files
+    }
+
+    /// The model part of a key: what identifies the weights, without local paths.
+    fn model_key(&self, cx: &Context) -> Result<BTreeMap<String, String>, StageError> {
+        let digests = self.files.get_or_init(|| {
+            self.files()
+                .iter()
+                .map(|file| {
+                    let name = file
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    cx.store
+                        .file_digest(file)
+                        .map(|d| (format!("file.{name}"), d.to_string()))
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
+        });
+        let mut model = digests.clone().map_err(StageError::Failed)?;
+        model.insert("family".into(), self.family.name().into());
+        model.insert(
+            "implementation".into(),
+            encoders::IMPLEMENTATION_VERSION.to_string(),
+        );
+        model.insert("dtype".into(), "f32".into());
+        if let Some(revision) = &self.checkpoint.revision {
+            model.insert("hub_id".into(), self.checkpoint.model.clone());
+            model.insert("revision".into(), revision.clone());
+        }
+        if self.family != Family::Clip {
+            model.insert(
+                "interpolation".into(),
+                self.config.interpolation.as_str().into(),
+            );
+        }
+        Ok(model)
+    }
+
+    fn image_encoder(&self) -> Result<&Arc<dyn ImageEncoder>, StageError> {
+        let loaded = self.image.get_or_init(|| {
+            let device = &self.device;
+            let checkpoint = &self.checkpoint;
+            tracing::info!(
+                "loading {} from {}",
+                self.family.name(),
+                checkpoint.dir.display()
+            );
+            let interpolation = self.config.interpolation;
+            let encoder: Result<Arc<dyn ImageEncoder>, encoders::Error> = match self.family {
+                Family::Dinov2 => encoders::Encoder::dinov2(
+                    checkpoint,
+                    encoders::Dinov2Options { interpolation },
+                    device,
+                )
+                .map(|e| Arc::new(e) as Arc<dyn ImageEncoder>),
+                Family::Dino => encoders::Encoder::dino(
+                    checkpoint,
+                    encoders::DinoOptions { interpolation },
+                    device,
+                )
+                .map(|e| Arc::new(e) as Arc<dyn ImageEncoder>),
+                Family::Clip => encoders::ClipEncoder::load(
+                    checkpoint,
+                    ClipOptions {
+                        vision: true,
+                        text: false,
+                    },
+                    device,
+                )
+                .map(|e| Arc::new(e) as Arc<dyn ImageEncoder>),
+            };
+            encoder.map_err(|e| {
+                format!(
+                    "cannot load the {} encoder from {}: {e}",
+                    self.family.name(),
+                    checkpoint.dir.display()
+                )
+            })
+        });
+        loaded
+            .as_ref()
+            .map_err(|message| StageError::Fatal(message.clone()))
+    }
+
+    fn text_encoder(&self) -> Result<&Arc<dyn TextEncoder>, StageError> {
+        let loaded = self.text.get_or_init(|| {
+            let checkpoint = &self.checkpoint;
+            tracing::info!(
+                "loading the CLIP text tower from {}",
+                checkpoint.dir.display()
+            );
+            encoders::ClipEncoder::load(
+                checkpoint,
+                ClipOptions {
+                    vision: false,
+                    text: true,
+                },
+                &self.device,
+            )
+            .map(|e| Arc::new(e) as Arc<dyn TextEncoder>)
+            .map_err(|e| {
+                format!(
+                    "cannot load the CLIP text encoder from {}: {e}",
+                    checkpoint.dir.display()
+                )
+            })
+        });
+        loaded
+            .as_ref()
+            .map_err(|message| StageError::Fatal(message.clone()))
+    }
+}
+
+/// Little-endian f32 bytes: how embeddings are stored as blobs.
+pub fn to_bytes(embedding: &[f32]) -> Vec<u8> {
+    embedding.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`to_bytes`].
+pub fn from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StageError> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(StageError::Failed(format!(
+            "an embedding blob of {} bytes is not f32s",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Embeds the item's image (the `generate` stage's output) with one image encoder.
+pub struct EmbedStage {
+    name: &'static str,
+    encoder: Arc<Encoder>,
+    preprocess: Preprocessor,
+}
+
+impl EmbedStage {
+    pub fn new(encoder: Arc<Encoder>) -> EmbedStage {
+        let (name, preprocess) = match encoder.family {
+            Family::Dinov2 => ("embed-dinov2", Preprocessor::dino_paper()),
+            Family::Dino => ("embed-dino", Preprocessor::dino_paper()),
+            Family::Clip => ("embed-clip", Preprocessor::clip()),
+        };
+        EmbedStage {
+            name,
+            encoder,
+            preprocess,
+        }
+    }
+}
+
+impl Stage for EmbedStage {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn key(&self, cx: &Context) -> Result<ActionKey, StageError> {
+        let mut key = new_key(self);
+        key.params
+            .insert("preprocess".into(), json!(self.preprocess.params()));
+        key.inputs
+            .insert("image".into(), cx.upstream_output("generate", "image")?);
+        key.model = self.encoder.model_key(cx)?;
+        Ok(key)
+    }
+
+    fn run(&self, cx: &Context, key: &ActionKey) -> Result<StageOutput, StageError> {
+        let digest: Digest = key.inputs["image"];
+        let bytes = cx.store.read_blob(&digest)?;
+        let name = PathBuf::from(format!("{}@{}", cx.item.id(), digest.short()));
+        let image =
+            preprocess::decode_rgb(&bytes, &name).map_err(|e| StageError::Failed(e.to_string()))?;
+        let pixels = self.preprocess.process(&image);
+        let side = self.preprocess.crop_size() as usize;
+        let encoder = self.encoder.image_encoder()?;
+        let mut embeddings = encoder
+            .embed_images(&pixels, 1, side, side)
+            .map_err(|e| StageError::Failed(format!("{}: {e}", encoder.name())))?;
+        let embedding = embeddings
+            .pop()
+            .ok_or_else(|| StageError::Failed("no embedding returned".into()))?;
+        let mut outputs = BTreeMap::new();
+        outputs.insert("embedding".to_owned(), Output::Bytes(to_bytes(&embedding)));
+        Ok(StageOutput {
+            outputs,
+            meta: json!({"dim": embedding.len()}),
+        })
+    }
+}
+
+/// Embeds the item's prompt text with CLIP's text tower (the subject's name for a reference).
+pub struct TextEmbedStage {
+    encoder: Arc<Encoder>,
+}
+
+impl TextEmbedStage {
+    pub fn new(encoder: Arc<Encoder>) -> TextEmbedStage {
+        TextEmbedStage { encoder }
+    }
+}
+
+impl Stage for TextEmbedStage {
+    fn name(&self) -> &'static str {
+        "embed-clip-text"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn key(&self, cx: &Context) -> Result<ActionKey, StageError> {
+        let mut key = new_key(self);
+        key.params.insert("text".into(), json!(cx.item.prompt.text));
+        key.model = self.encoder.model_key(cx)?;
+        Ok(key)
+    }
+
+    fn run(&self, cx: &Context, _key: &ActionKey) -> Result<StageOutput, StageError> {
+        let encoder = self.encoder.text_encoder()?;
+        let mut embeddings = encoder
+            .embed_texts(&[cx.item.prompt.text.as_str()])
+            .map_err(|e| StageError::Failed(format!("clip text: {e}")))?;
+        let embedding = embeddings
+            .pop()
+            .ok_or_else(|| StageError::Failed("no embedding returned".into()))?;
+        let mut outputs = BTreeMap::new();
+        outputs.insert("embedding".to_owned(), Output::Bytes(to_bytes(&embedding)));
+        Ok(StageOutput {
+            outputs,
+            meta: json!({"dim": embedding.len()}),
+        })
+    }
+}
