@@ -179,8 +179,7 @@ pub struct Summary {
 impl Summary {
     /// The metrics reported: the four similarities, then SCR at each threshold.
     pub fn metrics(&self) -> Vec<Metric> {
-        let scr = self.thresholds.iter().map(|t| Metric::scr(t));
-        Metric::SIMILARITIES.into_iter().chain(scr).collect()
+        metrics(&self.thresholds)
     }
 
     pub fn cell(
@@ -199,6 +198,11 @@ impl Summary {
         let tau = self.thresholds.iter().find(|t| t.as_str() == "0.4");
         tau.or(self.thresholds.first()).map(String::as_str)
     }
+}
+
+fn metrics(thresholds: &[String]) -> Vec<Metric> {
+    let scr = thresholds.iter().map(|t| Metric::scr(t));
+    Metric::SIMILARITIES.into_iter().chain(scr).collect()
 }
 
 /// Aggregates per-image scores; an image listed twice (same model, prompt and seed) is an error.
@@ -235,10 +239,13 @@ pub fn aggregate(scores: &[ImageScores], bootstrap: &Bootstrap) -> Result<Summar
         let num = |t: &str| t.parse::<f64>().unwrap_or(f64::INFINITY);
         num(a).total_cmp(&num(b)).then_with(|| a.cmp(b))
     });
-    let metrics: Vec<Metric> = Metric::SIMILARITIES
-        .into_iter()
-        .chain(thresholds.iter().map(|t| Metric::scr(t)))
-        .collect();
+    let metrics = metrics(&thresholds);
+    let mut groups: Vec<(Option<usize>, Option<Scene>)> = vec![(None, None)];
+    groups.extend(subject_counts.iter().map(|&n| (Some(n), None)));
+    groups.extend(Scene::ALL.map(|scene| (None, Some(scene))));
+    for &n in &subject_counts {
+        groups.extend(Scene::ALL.map(|scene| (Some(n), Some(scene))));
+    }
 
     let mut sorted: Vec<&ImageScores> = scores.iter().collect();
     sorted.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
@@ -251,13 +258,7 @@ pub fn aggregate(scores: &[ImageScores], bootstrap: &Bootstrap) -> Result<Summar
             .copied()
             .filter(|s| &s.model == model)
             .collect();
-        let mut groups: Vec<(Option<usize>, Option<Scene>)> = vec![(None, None)];
-        groups.extend(subject_counts.iter().map(|&n| (Some(n), None)));
-        groups.extend(Scene::ALL.map(|scene| (None, Some(scene))));
-        for &n in &subject_counts {
-            groups.extend(Scene::ALL.map(|scene| (Some(n), Some(scene))));
-        }
-        for (subject_count, scene) in groups {
+        for &(subject_count, scene) in &groups {
             let members: Vec<&ImageScores> = images
                 .iter()
                 .copied()

@@ -13,7 +13,7 @@
 //!   `error`.
 //! - [`metrics`]: the paper's metric functions on embeddings (cosine, SCR@τ, [`score_image`]).
 //! - [`paper`]: import of the paper's published per-image scores, with the scene split fixed.
-//! - [`aggregate`]: plain means per model × subject count × scene, with seeded percentile-bootstrap
+//! - [`aggregate`](mod@aggregate): plain means per model × subject count × scene, with seeded percentile-bootstrap
 //!   confidence intervals that resample prompts ([`bootstrap`] holds the PRNG and quantiles).
 //! - [`report`]: pure writers from a [`Summary`] to `results.jsonl`, `summary.csv`, `report.md`,
 //!   and [`figures`] (SVG strings and PNG bytes); [`write_report`] writes them all into a folder.
