@@ -52,6 +52,8 @@ pub struct Concurrency {
     pub inspect: usize,
     /// Embeddings computed at once per encoder (a model already uses every core).
     pub embed: usize,
+    /// Images per encoder forward pass.
+    pub batch: usize,
 }
 
 /// The device the encoders run on; chosen explicitly, never silently changed.
@@ -70,6 +72,7 @@ impl Default for Concurrency {
             generate: 1,
             inspect: cpus,
             embed: 1,
+            batch: 16,
         }
     }
 }
@@ -130,7 +133,7 @@ impl StudyConfig {
             return Err(invalid("`seeds:` is empty".into()));
         }
         let c = &config.concurrency;
-        if c.generate == 0 || c.inspect == 0 || c.embed == 0 {
+        if c.generate == 0 || c.inspect == 0 || c.embed == 0 || c.batch == 0 {
             return Err(invalid("concurrency values must be at least 1".into()));
         }
         for name in config.models.keys() {

@@ -261,10 +261,12 @@ pub struct EmbedStage {
     name: &'static str,
     encoder: Arc<Encoder>,
     preprocess: Preprocessor,
+    /// Images per forward pass.
+    batch: usize,
 }
 
 impl EmbedStage {
-    pub fn new(encoder: Arc<Encoder>) -> EmbedStage {
+    pub fn new(encoder: Arc<Encoder>, batch: usize) -> EmbedStage {
         let (name, preprocess) = match encoder.family {
             Family::Dinov2 => ("embed-dinov2", Preprocessor::dino_paper()),
             Family::Dino => ("embed-dino", Preprocessor::dino_paper()),
@@ -274,6 +276,7 @@ impl EmbedStage {
             name,
             encoder,
             preprocess,
+            batch,
         }
     }
 }
@@ -298,26 +301,90 @@ impl Stage for EmbedStage {
     }
 
     fn run(&self, cx: &Context, key: &ActionKey) -> Result<StageOutput, StageError> {
+        self.run_batch(&[(cx, key)])
+            .pop()
+            .unwrap_or_else(|| Err(StageError::Failed("no result".into())))
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Decodes and preprocesses every image (an undecodable one fails alone), then embeds the rest
+    /// in one forward pass.
+    fn run_batch(&self, jobs: &[(&Context, &ActionKey)]) -> Vec<Result<StageOutput, StageError>> {
+        let mut results: Vec<Result<StageOutput, StageError>> = Vec::with_capacity(jobs.len());
+        let mut pixels = Vec::new();
+        let mut pending = Vec::new();
+        for (index, (cx, key)) in jobs.iter().enumerate() {
+            match self.pixels(cx, key) {
+                Ok(p) => {
+                    pixels.extend_from_slice(&p);
+                    pending.push(index);
+                    results.push(Err(StageError::Failed("not embedded".into())));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if pending.is_empty() {
+            return results;
+        }
+        let side = self.preprocess.crop_size() as usize;
+        let embedded = self.encoder.image_encoder().and_then(|encoder| {
+            encoder
+                .embed_images(&pixels, pending.len(), side, side)
+                .map_err(|e| StageError::Failed(format!("{}: {e}", encoder.name())))
+        });
+        match embedded {
+            Ok(embeddings) if embeddings.len() == pending.len() => {
+                for (index, embedding) in pending.into_iter().zip(embeddings) {
+                    results[index] = Ok(embedding_output(&embedding));
+                }
+            }
+            Ok(embeddings) => {
+                let message = format!(
+                    "{} embeddings for {} images",
+                    embeddings.len(),
+                    pending.len()
+                );
+                for index in pending {
+                    results[index] = Err(StageError::Failed(message.clone()));
+                }
+            }
+            Err(StageError::Fatal(message)) => {
+                for index in pending {
+                    results[index] = Err(StageError::Fatal(message.clone()));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for index in pending {
+                    results[index] = Err(StageError::Failed(message.clone()));
+                }
+            }
+        }
+        results
+    }
+}
+
+impl EmbedStage {
+    /// The preprocessed pixels of the item's image (CHW).
+    fn pixels(&self, cx: &Context, key: &ActionKey) -> Result<Vec<f32>, StageError> {
         let digest: Digest = key.inputs["image"];
         let bytes = cx.store.read_blob(&digest)?;
         let name = PathBuf::from(format!("{}@{}", cx.item.id(), digest.short()));
         let image =
             preprocess::decode_rgb(&bytes, &name).map_err(|e| StageError::Failed(e.to_string()))?;
-        let pixels = self.preprocess.process(&image);
-        let side = self.preprocess.crop_size() as usize;
-        let encoder = self.encoder.image_encoder()?;
-        let mut embeddings = encoder
-            .embed_images(&pixels, 1, side, side)
-            .map_err(|e| StageError::Failed(format!("{}: {e}", encoder.name())))?;
-        let embedding = embeddings
-            .pop()
-            .ok_or_else(|| StageError::Failed("no embedding returned".into()))?;
-        let mut outputs = BTreeMap::new();
-        outputs.insert("embedding".to_owned(), Output::Bytes(to_bytes(&embedding)));
-        Ok(StageOutput {
-            outputs,
-            meta: json!({"dim": embedding.len()}),
-        })
+        Ok(self.preprocess.process(&image))
+    }
+}
+
+fn embedding_output(embedding: &[f32]) -> StageOutput {
+    let mut outputs = BTreeMap::new();
+    outputs.insert("embedding".to_owned(), Output::Bytes(to_bytes(embedding)));
+    StageOutput {
+        outputs,
+        meta: json!({"dim": embedding.len()}),
     }
 }
 

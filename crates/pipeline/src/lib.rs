@@ -310,7 +310,10 @@ fn embedding_stages(config: &StudyConfig) -> Result<Vec<Arc<dyn Stage>>, Pipelin
             }
         })?;
         let encoder = Arc::new(encoder);
-        stages.push(Arc::new(EmbedStage::new(encoder.clone())));
+        stages.push(Arc::new(EmbedStage::new(
+            encoder.clone(),
+            config.concurrency.batch,
+        )));
         if family == Family::Clip {
             stages.push(Arc::new(TextEmbedStage::new(encoder)));
         }

@@ -137,11 +137,18 @@ pub(crate) async fn run(
     let stages = pipeline.stages.clone();
     let ready = stages
         .iter()
-        .map(|s| Arc::new(Semaphore::new(pipeline.concurrency(s.name()))))
+        .map(|s| {
+            Arc::new(Semaphore::new(
+                pipeline.concurrency(s.name()) * s.batch_size().max(1),
+            ))
+        })
         .collect();
     let workers = stages
         .iter()
-        .map(|s| Workers::start(s.name(), pipeline.concurrency(s.name())))
+        .map(|s| {
+            let count = pipeline.concurrency(s.name());
+            Workers::start(s.clone(), pipeline.clone(), count, cancel.clone())
+        })
         .collect::<std::io::Result<_>>()
         .map_err(|e| PipelineError::Internal(format!("cannot start worker threads: {e}")))?;
     let bars = (options.progress && !options.dry_run).then(|| progress_bars(&stages, items.len()));
@@ -333,26 +340,14 @@ async fn process_stage(
         };
         // Run on the stage's workers; the place in the ready line is given back when a worker
         // takes the job.
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new({
-            let (pipeline, cancel) = (shared.pipeline.clone(), shared.cancel.clone());
-            let (stage, item, upstream, key) =
-                (stage.clone(), item.clone(), upstream.clone(), key.clone());
-            move || {
-                drop(ready);
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let cx = Context {
-                    item: &item,
-                    upstream: &upstream,
-                    store: &pipeline.store,
-                };
-                let started = Instant::now();
-                let ran = stage.run(&cx, &key);
-                let _ = sender.send((ran, started.elapsed()));
-            }
-        });
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let job = Job {
+            item: item.clone(),
+            upstream: upstream.clone(),
+            key: key.clone(),
+            ready,
+            reply,
+        };
         if !shared.workers[index].submit(job) {
             return Outcome::Interrupted;
         }

@@ -80,6 +80,17 @@ pub trait Stage: Send + Sync {
 
     /// Computes the outputs. Blocking; may run on several threads at once.
     fn run(&self, cx: &Context, key: &ActionKey) -> Result<StageOutput, StageError>;
+
+    /// How many items one [`Stage::run_batch`] call may take (1: no batching).
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Computes several items at once; one result per input, in order. The default runs them one
+    /// by one; stages whose work batches well (encoders) override it.
+    fn run_batch(&self, jobs: &[(&Context, &ActionKey)]) -> Vec<Result<StageOutput, StageError>> {
+        jobs.iter().map(|(cx, key)| self.run(cx, key)).collect()
+    }
 }
 
 pub(crate) fn new_key(stage: &dyn Stage) -> ActionKey {
