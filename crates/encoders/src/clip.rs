@@ -24,8 +24,7 @@ use tokenizers::Tokenizer;
 use crate::checkpoint::{Checkpoint, Vb};
 use crate::error::{Error, Result};
 use crate::nn::{
-    Activation, Block, BlockDims, BlockNames, LayerNorm, Linear, PatchEmbed, activation,
-    causal_mask, run_blocks,
+    Activation, Block, BlockDims, BlockNames, LayerNorm, Linear, PatchEmbed, activation, run_blocks,
 };
 
 /// `config.json` of a `CLIPModel`.
@@ -253,7 +252,7 @@ impl ClipVision {
         let class = self.class.reshape((1, 1, d))?.broadcast_as((n, 1, d))?;
         let x = Tensor::cat(&[&class, &x], 1)?.broadcast_add(&self.positions)?;
         let x = self.pre_norm.forward(&x)?;
-        let x = run_blocks(&self.blocks, x, None)?;
+        let x = run_blocks(&self.blocks, x, false)?;
         let pooled = self.post_norm.forward(&x.i((.., 0))?)?;
         self.projection.forward(&pooled)
     }
@@ -405,8 +404,7 @@ impl ClipText {
             .index_select(&flat, 0)?
             .reshape((n, len, d))?
             .broadcast_add(&self.positions.narrow(0, 0, len)?)?;
-        let mask = causal_mask(len, device)?;
-        let x = run_blocks(&self.blocks, x, Some(&mask))?;
+        let x = run_blocks(&self.blocks, x, true)?;
         let rows: Vec<u32> = ids
             .iter()
             .enumerate()

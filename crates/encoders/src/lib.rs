@@ -19,6 +19,7 @@
 
 pub mod checkpoint;
 pub mod clip;
+mod cpu;
 pub mod dino;
 pub mod dinov2;
 pub mod error;

@@ -9,9 +9,10 @@
 //! (`in × out`, so matmuls run on the fast layout), Q, K and V are fused into one matmul, and the
 //! attention scale is folded into the query projection.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 
 use crate::checkpoint::Vb;
+use crate::cpu::{self, View};
 use crate::error::{Error, Result};
 
 /// A linear layer `y = x Wᵀ + b` with `Wᵀ` stored contiguously.
@@ -76,6 +77,29 @@ impl Linear {
         })
     }
 
+    /// Multiplies each output channel by `scale` (folds a layer scale into the layer).
+    pub fn scale_outputs(self, scale: &Tensor) -> Result<Self> {
+        Ok(Self {
+            weight_t: self.weight_t.broadcast_mul(scale)?.contiguous()?,
+            bias: self.bias.map(|b| b.mul(scale)).transpose()?,
+        })
+    }
+
+    /// CPU path: `x` rows (`in` wide) → output rows, plus `residual` if given.
+    fn forward_cpu(&self, x: &[f32], residual: Option<&[f32]>) -> Result<Vec<f32>> {
+        let (k, n) = self.weight_t.dims2()?;
+        let w = view(&self.weight_t)?;
+        let b = self.bias.as_ref().map(view).transpose()?;
+        Ok(cpu::linear(
+            x,
+            w.slice(),
+            b.as_ref().map(View::slice),
+            residual,
+            k,
+            n,
+        ))
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
         self.weight_t.dims()[1]
@@ -108,6 +132,11 @@ impl LayerNorm {
             bias: vb.get(&[dim], "bias")?,
             eps: eps as f32,
         })
+    }
+
+    fn forward_cpu(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let (w, b) = (view(&self.weight)?, view(&self.bias)?);
+        Ok(cpu::layer_norm(x, w.slice(), b.slice(), self.eps))
     }
 
     /// Normalises `x` (any shape, last dimension `dim`).
@@ -160,6 +189,33 @@ impl Activation {
             Self::Relu => x.relu()?,
         })
     }
+}
+
+impl Activation {
+    /// Applies the activation in place (CPU path).
+    fn apply_cpu(self, xs: &mut [f32]) {
+        match self {
+            Self::Gelu => cpu::gelu_erf(xs),
+            Self::QuickGelu => cpu::quick_gelu(xs),
+            Self::GeluTanh => xs.iter_mut().for_each(|x| {
+                let c = (2.0 / std::f32::consts::PI).sqrt();
+                *x = 0.5 * *x * (1.0 + (c * (*x + 0.044715 * *x * *x * *x)).tanh());
+            }),
+            Self::Silu => xs.iter_mut().for_each(|x| *x /= 1.0 + (-*x).exp()),
+            Self::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+        }
+    }
+}
+
+/// A CPU view of a weight; weights live on the input's device, so this only fails on a bug.
+fn view(t: &Tensor) -> Result<View<'_>> {
+    View::of(t).ok_or_else(|| {
+        Error::Candle(candle_core::Error::Msg(format!(
+            "internal: expected a contiguous f32 CPU tensor, got {:?} on {:?}",
+            t.dtype(),
+            t.device()
+        )))
+    })
 }
 
 /// Checks an HF `hidden_act` value, naming the config file on failure.
@@ -218,8 +274,8 @@ impl Attention {
         })
     }
 
-    /// `x`: `(batch, seq, dim)`; `mask`: optional additive `(seq, seq)` mask.
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `x`: `(batch, seq, dim)`; `causal` masks attention to later tokens.
+    fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, s, d) = x.dims3()?;
         let hd = d / self.heads;
         let qkv = self.qkv.forward(&x.reshape((b * s, d))?)?;
@@ -229,8 +285,8 @@ impl Attention {
             .contiguous()?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+        if causal {
+            scores = scores.broadcast_add(&causal_mask(s, x.device())?)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, d))?;
@@ -269,10 +325,8 @@ pub struct BlockDims {
 pub struct Block {
     norm1: LayerNorm,
     attn: Attention,
-    scale1: Option<Tensor>,
     norm2: LayerNorm,
     mlp: Mlp,
-    scale2: Option<Tensor>,
 }
 
 impl Block {
@@ -280,25 +334,7 @@ impl Block {
     pub fn load(vb: &Vb, names: &BlockNames, dims: &BlockDims) -> Result<Self> {
         let d = dims.hidden;
         let lin = |name: &str, i, o, bias| Linear::load(vb, name, i, o, bias);
-        let attn = Attention::new(
-            lin(names.q, d, d, dims.qkv_bias)?,
-            lin(names.k, d, d, dims.qkv_bias)?,
-            lin(names.v, d, d, dims.qkv_bias)?,
-            lin(names.out, d, d, true)?,
-            dims.heads,
-        )?;
-        let mlp = if dims.swiglu {
-            Mlp::SwiGlu {
-                w_in: lin(names.fc1, d, 2 * dims.intermediate, true)?,
-                w_out: lin(names.fc2, dims.intermediate, d, true)?,
-            }
-        } else {
-            Mlp::Plain {
-                fc1: lin(names.fc1, d, dims.intermediate, true)?,
-                act: dims.act,
-                fc2: lin(names.fc2, dims.intermediate, d, true)?,
-            }
-        };
+        // Layer scales multiply the output projections' channels; fold them in at load.
         let (scale1, scale2) = match names.layer_scale {
             Some((s1, s2)) => (
                 Some(vb.pp(s1).get(&[d], "lambda1")?),
@@ -306,32 +342,74 @@ impl Block {
             ),
             None => (None, None),
         };
+        let scaled = |layer: Linear, scale: &Option<Tensor>| match scale {
+            Some(s) => layer.scale_outputs(s),
+            None => Ok(layer),
+        };
+        let attn = Attention::new(
+            lin(names.q, d, d, dims.qkv_bias)?,
+            lin(names.k, d, d, dims.qkv_bias)?,
+            lin(names.v, d, d, dims.qkv_bias)?,
+            scaled(lin(names.out, d, d, true)?, &scale1)?,
+            dims.heads,
+        )?;
+        let mlp = if dims.swiglu {
+            Mlp::SwiGlu {
+                w_in: lin(names.fc1, d, 2 * dims.intermediate, true)?,
+                w_out: scaled(lin(names.fc2, dims.intermediate, d, true)?, &scale2)?,
+            }
+        } else {
+            Mlp::Plain {
+                fc1: lin(names.fc1, d, dims.intermediate, true)?,
+                act: dims.act,
+                fc2: scaled(lin(names.fc2, dims.intermediate, d, true)?, &scale2)?,
+            }
+        };
         Ok(Self {
             norm1: LayerNorm::load(vb, names.norm1, d, dims.eps)?,
             attn,
-            scale1,
             norm2: LayerNorm::load(vb, names.norm2, d, dims.eps)?,
             mlp,
-            scale2,
         })
     }
 
-    /// `x`: `(batch, seq, dim)`.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `x`: `(batch, seq, dim)`; `causal` for the CLIP text tower.
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return self.forward_cpu(x, causal);
+        }
         let (b, s, d) = x.dims3()?;
-        let h = self.attn.forward(&self.norm1.forward(x)?, mask)?;
-        let h = match &self.scale1 {
-            Some(s) => h.broadcast_mul(s)?,
-            None => h,
-        };
+        let h = self.attn.forward(&self.norm1.forward(x)?, causal)?;
         let x = (x + h)?;
         let h = self.norm2.forward(&x)?.reshape((b * s, d))?;
         let h = self.mlp.forward(&h)?.reshape((b, s, d))?;
-        let h = match &self.scale2 {
-            Some(s) => h.broadcast_mul(s)?,
-            None => h,
-        };
         Ok((x + h)?)
+    }
+
+    /// The same computation on the CPU through [`crate::cpu`]'s fused kernels.
+    fn forward_cpu(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let x = x.contiguous()?;
+        let x = view(&x)?;
+        let x = x.slice();
+        let h = self.norm1.forward_cpu(x)?;
+        let qkv = self.attn.qkv.forward_cpu(&h, None)?;
+        let ctx = cpu::attention(&qkv, b, s, self.attn.heads, d, causal);
+        let x = self.attn.out.forward_cpu(&ctx, Some(x))?;
+        let h = self.norm2.forward_cpu(&x)?;
+        let out = match &self.mlp {
+            Mlp::Plain { fc1, act, fc2 } => {
+                let mut f = fc1.forward_cpu(&h, None)?;
+                act.apply_cpu(&mut f);
+                fc2.forward_cpu(&f, Some(&x))?
+            }
+            Mlp::SwiGlu { w_in, w_out } => {
+                let f = w_in.forward_cpu(&h, None)?;
+                let g = cpu::swiglu(&f, w_in.out_dim() / 2);
+                w_out.forward_cpu(&g, Some(&x))?
+            }
+        };
+        Ok(Tensor::from_vec(out, (b, s, d), &Device::Cpu)?)
     }
 }
 
@@ -408,9 +486,9 @@ pub fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(mask, (seq, seq), device)?)
 }
 
-/// Applies a module-like closure to each block in turn.
-pub fn run_blocks(blocks: &[Block], x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// Runs the blocks in turn.
+pub fn run_blocks(blocks: &[Block], x: Tensor, causal: bool) -> Result<Tensor> {
     blocks
         .iter()
-        .try_fold(x, |x, block| block.forward(&x, mask))
+        .try_fold(x, |x, block| block.forward(&x, causal))
 }

@@ -137,7 +137,7 @@ impl VitTrunk {
             }
             None => x,
         };
-        let x = run_blocks(&self.blocks, x, None)?;
+        let x = run_blocks(&self.blocks, x, false)?;
         let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
         let out = self.norm.forward(&cls)?;
         debug_assert_eq!(out.dim(D::Minus1)?, self.dim);
