@@ -66,6 +66,13 @@ fn a_missing_published_image_is_a_failed_item_that_is_shown_and_retried() {
             results.display()
         ),
     );
+    let dinov2 = repo().join("tests/fixtures/encoders/dinov2_tiny");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let encoders = format!(
+        "encoders:\n  dinov2:\n    model: {}\nmodels:\n",
+        dinov2.display()
+    );
+    std::fs::write(&config, text.replace("models:\n", &encoders)).unwrap();
     let narrow = ["--prompts", "01_no_interaction,02_no_interaction"];
     let output = run_ok(scrbench(&config).arg("run").args(narrow), 2);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -83,6 +90,13 @@ fn a_missing_published_image_is_a_failed_item_that_is_shown_and_retried() {
     assert!(text.contains("m/02_no_interaction/43 [generate]"), "{text}");
     let summary = std::fs::read_to_string(tmp.path().join("reports/test/summary.md")).unwrap();
     assert!(summary.contains("m/02_no_interaction/43"), "{summary}");
+    // The scored report lists it too, with its reason, and scores the other three.
+    let report = std::fs::read_to_string(tmp.path().join("reports/test/report.md")).unwrap();
+    assert!(report.contains("02_no_interaction"), "{report}");
+    assert!(report.contains("43.png does not exist"), "{report}");
+    let jsonl = std::fs::read_to_string(tmp.path().join("reports/test/results.jsonl")).unwrap();
+    let scored = jsonl.lines().filter(|l| l.contains("\"dinov2\":")).count();
+    assert!(scored >= 3, "{jsonl}");
 
     std::fs::copy(
         data().join("results/mosaic/02_no_interaction/43.png"),

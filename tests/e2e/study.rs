@@ -31,6 +31,11 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     ] {
         assert_eq!(computed(&summary, stage), 255, "{stage}");
     }
+    assert_eq!(
+        computed(&summary, "score"),
+        225,
+        "every published image is scored"
+    );
     // One text embedding per distinct prompt text (75) and subject name (30); seeds share them.
     assert_eq!(computed(&summary, "embed-clip-text"), 105);
     assert_eq!(cached(&summary, "embed-clip-text"), 150);
@@ -61,6 +66,26 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
         "explain shows the key: {text}"
     );
 
+    let report = reports.join("mosaic-paper");
+    let results = std::fs::read_to_string(report.join("results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 225);
+    let record: Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    assert!(
+        record["dinov2"].is_f64() && record["clip_t"].is_f64(),
+        "{record}"
+    );
+    assert_eq!(record["subjects"].as_array().unwrap().len(), 2);
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("225 scored images"), "{markdown}");
+    for figure in [
+        "scr_vs_n.svg",
+        "scr_vs_n.png",
+        "scr_by_scene.svg",
+        "clip_vs_scr.png",
+        "summary.csv",
+    ] {
+        assert!(report.join(figure).is_file(), "{figure}");
+    }
     let items = std::fs::read_to_string(reports.join("mosaic-paper/items.jsonl")).unwrap();
     assert_eq!(items.lines().count(), 255);
     let first: Value = serde_json::from_str(items.lines().next().unwrap()).unwrap();
@@ -75,7 +100,11 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     let output = run_ok(status.args(["status", "--json"]), 0);
     let status: Value = serde_json::from_slice(&output.stdout).unwrap();
     for row in status["rows"].as_array().unwrap() {
-        let total = if row["model"] == "@references" { 30 } else { 225 };
+        let total = if row["model"] == "@references" {
+            30
+        } else {
+            225
+        };
         assert_eq!(
             (
                 row["done"].as_u64(),

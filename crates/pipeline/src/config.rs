@@ -38,6 +38,9 @@ pub struct StudyConfig {
     /// Where the encoders run: `cpu` (default) or `cuda` (a build with `--features cuda`).
     #[serde(default)]
     pub device: DeviceChoice,
+    /// SCR thresholds τ (a subject counts as collapsed when its DINOv2 cosine is below τ).
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Vec<f64>,
     /// Models by name.
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -91,6 +94,10 @@ pub enum ModelConfig {
 
 fn default_seeds() -> Vec<u64> {
     vec![42, 43, 44]
+}
+
+fn default_thresholds() -> Vec<f64> {
+    vec![0.4, 0.5, 0.6]
 }
 
 fn default_cache() -> PathBuf {

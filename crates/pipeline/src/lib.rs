@@ -12,6 +12,7 @@ pub mod explain;
 pub mod items;
 pub mod report;
 pub mod runner;
+pub mod score;
 pub mod stage;
 mod workers;
 
@@ -76,6 +77,8 @@ pub struct Pipeline {
     pub bench: Arc<Benchmark>,
     pub store: Store,
     stages: Vec<Arc<dyn Stage>>,
+    /// The reference subjects' embeddings, as the score stage reads them.
+    references: score::ReferenceEmbeddings,
 }
 
 impl Pipeline {
@@ -119,17 +122,57 @@ impl Pipeline {
             Arc::new(InspectStage { thumbnail: 128 }),
         ];
         stages.extend(embedding_stages(&config)?);
+        let references = score::ReferenceEmbeddings::default();
+        let encoders: Vec<&'static str> = stages
+            .iter()
+            .map(|s| s.name())
+            .filter(|name| name.starts_with("embed-") && *name != "embed-clip-text")
+            .collect();
+        if !encoders.is_empty() {
+            stages.push(Arc::new(score::ScoreStage {
+                encoders,
+                thresholds: config.thresholds.clone(),
+                references: references.clone(),
+            }));
+        }
         Ok(Pipeline {
             config,
             bench,
             store,
             stages,
+            references,
         })
     }
 
     /// Whether reference images go through the stages too (they do once embeddings are computed).
     pub fn uses_references(&self) -> bool {
         !self.config.encoders.is_empty()
+    }
+
+    /// Reads the reference subjects' embedding digests from the store for the score stage.
+    /// Blocking.
+    fn refresh_references(&self) {
+        let subjects: Vec<Item> = self
+            .bench
+            .subjects
+            .iter()
+            .filter_map(|s| Item::reference(&self.bench, &s.name))
+            .collect();
+        let mut table = BTreeMap::new();
+        for item in subjects {
+            let mut digests = BTreeMap::new();
+            for (stage, state) in runner::evaluate(self, &item) {
+                if let (true, StageState::Done(entry)) = (stage.starts_with("embed-"), state)
+                    && let Some(digest) = entry.outputs.get("embedding")
+                {
+                    digests.insert(stage.to_owned(), *digest);
+                }
+            }
+            table.insert(item.prompt.id.clone(), digests);
+        }
+        if let Ok(mut references) = self.references.write() {
+            *references = table;
+        }
     }
 
     /// Stage names in order.
@@ -169,6 +212,10 @@ impl Pipeline {
             // References first: every image's scores need them.
             let references = items::references(&self.bench, &items);
             summary = runner::run(self.clone(), references, options, cancel.clone()).await?;
+            let pipeline = self.clone();
+            tokio::task::spawn_blocking(move || pipeline.refresh_references())
+                .await
+                .map_err(|e| PipelineError::Internal(e.to_string()))?;
         }
         if summary.fatal.is_none() && !summary.interrupted {
             let run = runner::run(self.clone(), items, options, cancel).await?;
@@ -204,6 +251,7 @@ impl Pipeline {
     ) -> Result<Vec<(Item, ItemStates)>, PipelineError> {
         let mut items = self.items(selection)?;
         if self.uses_references() {
+            self.refresh_references();
             let mut all = items::references(&self.bench, &items);
             all.append(&mut items);
             items = all;
@@ -224,6 +272,9 @@ impl Pipeline {
 
     /// Why `id` would or would not run, stage by stage.
     pub fn explain(&self, id: &ItemId) -> Result<Explanation, PipelineError> {
+        if self.uses_references() {
+            self.refresh_references();
+        }
         let selection = Selection {
             models: vec![id.model.clone()],
             prompts: vec![id.prompt_id.clone()],

@@ -2,9 +2,12 @@
 //!
 //! - `items.jsonl`: one line per item (model, prompt, seed, subject count, scene, the state of each
 //!   stage, the image digest and size, and the failure message if any);
-//! - `summary.md`: done / missing / failed per model × stage, and the failed items.
+//! - `summary.md`: done / missing / failed per model × stage, and the failed items;
+//! - once images are scored: the `scores` crate's reports (`results.jsonl`, `summary.csv`,
+//!   `report.md`, the figures) over one [`scores::ImageScores`] per image, where an image that
+//!   failed or is not computed yet is listed with its reason, never left out.
 //!
-//! Both are deterministic: the same store gives byte-identical files.
+//! All are deterministic: the same store gives byte-identical files.
 
 use std::io::Write;
 use std::path::Path;
@@ -26,7 +29,84 @@ pub(crate) fn write(dir: &Path, pipeline: &Pipeline, evaluated: &Evaluated) -> s
     write_atomic(
         &dir.join("summary.md"),
         summary(pipeline, evaluated).as_bytes(),
-    )
+    )?;
+    if pipeline.stage_names().contains(&"score") {
+        let scores = image_scores(pipeline, evaluated)?;
+        scores::write_report(
+            dir,
+            &pipeline.config.study,
+            &scores,
+            &scores::ReportOptions::default(),
+        )
+        .map_err(std::io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// One record per scored (or failed, or not yet computed) image of the study.
+fn image_scores(
+    pipeline: &Pipeline,
+    evaluated: &Evaluated,
+) -> std::io::Result<Vec<scores::ImageScores>> {
+    let mut records = Vec::new();
+    for (item, states) in evaluated.iter().filter(|(item, _)| !item.is_reference()) {
+        let state = |name: &str| {
+            states
+                .iter()
+                .find(|(s, _)| *s == name)
+                .map(|(_, state)| state)
+        };
+        let mut record = scores::ImageScores {
+            model: item.model.clone(),
+            prompt_id: item.prompt.id.clone(),
+            seed: item.seed,
+            subject_count: item.prompt.subject_count(),
+            scene: item.prompt.scene,
+            image_digest: match state("generate") {
+                Some(StageState::Done(entry)) => {
+                    entry.outputs.get("image").map(ToString::to_string)
+                }
+                _ => None,
+            },
+            metrics: scores::Metrics::default(),
+            provenance: provenance(states),
+            error: None,
+        };
+        match state("score") {
+            Some(StageState::Done(entry)) => {
+                let digest = entry.outputs.get("scores").ok_or_else(|| {
+                    std::io::Error::other(format!("{}: score entry without scores", item.id()))
+                })?;
+                let bytes = pipeline
+                    .store
+                    .read_blob(digest)
+                    .map_err(std::io::Error::other)?;
+                record.metrics = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+            }
+            _ => {
+                let failed = states
+                    .iter()
+                    .find_map(|(stage, s)| s.failed().map(|m| format!("{stage}: {m}")));
+                record.error =
+                    Some(failed.unwrap_or_else(|| "not computed yet: run `scrbench run`".into()));
+            }
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// What produced an image's scores: scrbench's version and each encoder's identity.
+fn provenance(states: &[(&'static str, StageState)]) -> Value {
+    let encoders: Map<String, Value> = states
+        .iter()
+        .filter(|(stage, _)| stage.starts_with("embed-"))
+        .filter_map(|(stage, state)| match state {
+            StageState::Done(entry) => Some(((*stage).to_owned(), json!(entry.key.model))),
+            _ => None,
+        })
+        .collect();
+    json!({"scrbench": env!("CARGO_PKG_VERSION"), "encoders": encoders})
 }
 
 fn item_line(item: &Item, states: &[(&'static str, StageState)]) -> Value {

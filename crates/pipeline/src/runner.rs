@@ -108,6 +108,8 @@ enum Outcome {
     Interrupted,
     /// The stage cannot work at all; the run was cancelled.
     Fatal(String),
+    /// The stage does not apply to this item (e.g. scoring a reference image).
+    NotApplicable,
 }
 
 struct Shared {
@@ -209,6 +211,7 @@ pub(crate) async fn run(
                     summary.interrupted = true;
                     counts.blocked += 1;
                 }
+                Some(Outcome::NotApplicable) => {}
                 Some(Outcome::Fatal(message)) => {
                     counts.blocked += 1;
                     summary.fatal.get_or_insert_with(|| message.clone());
@@ -244,6 +247,10 @@ async fn process(shared: &Arc<Shared>, item: Item) -> Vec<Outcome> {
     let mut upstream: BTreeMap<&'static str, ActionEntry> = BTreeMap::new();
     let mut outcomes = Vec::new();
     for (index, stage) in shared.pipeline.stages.iter().enumerate() {
+        if !stage.applies_to(&item) {
+            outcomes.push(Outcome::NotApplicable);
+            continue;
+        }
         let outcome = process_stage(shared, index, stage, &item, &upstream).await;
         if let Some(bars) = &shared.bars {
             let bar = &bars[index];
@@ -482,7 +489,7 @@ pub(crate) fn evaluate(pipeline: &Pipeline, item: &Item) -> Vec<(&'static str, S
     let mut upstream = BTreeMap::new();
     let mut states = Vec::new();
     let mut blocked = false;
-    for stage in &pipeline.stages {
+    for stage in pipeline.stages.iter().filter(|s| s.applies_to(item)) {
         if blocked {
             states.push((stage.name(), StageState::Blocked));
             continue;

@@ -81,6 +81,12 @@ pub trait Stage: Send + Sync {
     /// Computes the outputs. Blocking; may run on several threads at once.
     fn run(&self, cx: &Context, key: &ActionKey) -> Result<StageOutput, StageError>;
 
+    /// Whether this stage runs for `item` at all (scoring does not apply to reference images).
+    fn applies_to(&self, item: &Item) -> bool {
+        let _ = item;
+        true
+    }
+
     /// How many items one [`Stage::run_batch`] call may take (1: no batching).
     fn batch_size(&self) -> usize {
         1
