@@ -110,3 +110,26 @@ fn a_missing_published_image_is_a_failed_item_that_is_shown_and_retried() {
         "only the failed item is retried"
     );
 }
+
+#[test]
+fn the_papers_published_scores_aggregate_to_its_table_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("paper");
+    let eval = data().join("eval_outputs");
+    run_ok(
+        scrbench(Path::new("unused.yaml"))
+            .args(["scores", "import"])
+            .arg(eval.join("mosaic_results.json"))
+            .arg(eval.join("xverse_results.json"))
+            .arg(eval.join("psr_results.json"))
+            .arg("--out")
+            .arg(&out),
+        0,
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // Table 1, N = 10 row, as printed in the paper.
+    assert!(
+        report.contains("| 10 | 0.300 / 0.504 / 0.110 / 96.0% | 0.283 / 0.524 / 0.104 / 96.4% | 0.309 / 0.500 / 0.101 / 97.8% |"),
+        "{report}"
+    );
+}

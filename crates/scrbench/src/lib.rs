@@ -72,6 +72,23 @@ pub enum Command {
     /// Check or convert benchmark files.
     #[command(subcommand)]
     Benchmark(BenchmarkCommand),
+    /// Work with per-image scores computed elsewhere.
+    #[command(subcommand)]
+    Scores(ScoresCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScoresCommand {
+    /// Aggregate the paper's published per-image scores (`eval_outputs/<model>_results.json`) with
+    /// scrbench's code and write a full report (Table 1, scene tables, CIs, figures).
+    Import {
+        /// `<model>_results.json` files, in the column order wanted (e.g. mosaic, xverse, psr).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output directory; its name is the study's name in the report.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -287,6 +304,11 @@ fn execute(cli: Cli, progress: bool) -> Result<ExitCode> {
         Command::Cache(command) => cache(&study, command),
         Command::Dataset(command) => dataset_command(&study, command),
         Command::Benchmark(command) => benchmark_command(command),
+        Command::Scores(ScoresCommand::Import { files, out }) => {
+            let report = scores::import_and_report(&files, &out)?;
+            println!("report written to {}", report.report_md.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
