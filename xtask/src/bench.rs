@@ -137,3 +137,34 @@ fn workspace_root() -> Result<PathBuf> {
         .map(Path::to_path_buf)
         .context("xtask has no parent directory")
 }
+
+/// `cargo xtask bench-encoders`: runs the encoders' benchmark binary in release mode from the
+/// workspace root, forwarding `args`.
+pub fn encoders(args: &[OsString]) -> std::process::ExitCode {
+    let run = || -> Result<bool> {
+        let root = workspace_root()?;
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "encoders",
+                "--bin",
+                "bench-encoders",
+                "--",
+            ])
+            .args(args)
+            .current_dir(&root)
+            .status()?;
+        Ok(status.success())
+    };
+    match run() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -4,6 +4,9 @@
 //! - `cargo xtask bench [--data DIR]`: builds the release binary and measures the runner
 //!   (no-op rerun of a fully cached 675-item study; scheduling overhead of 225 items through a
 //!   generator that sleeps 50 ms each). Prints a table; figures go to `BENCHMARKS.md` by hand.
+//! - `cargo xtask bench-encoders [ARGS]`: our encoders against transformers on the same real-size
+//!   random-weight checkpoints (`crates/encoders/src/bin/bench_encoders.rs`; needs the Python
+//!   environment of `tools/parity/README.md`).
 
 mod bench;
 
@@ -11,6 +14,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "bench-encoders") {
+        return bench::encoders(&args[2..]);
+    }
     if args.get(1).is_some_and(|a| a == "bench") {
         args.remove(1);
         return match bench::main(&args[1..]) {
