@@ -17,11 +17,16 @@ Writes (deterministically; re-running rewrites identical files for the same libr
       dino/<name>, clip/<name> [N] f32  final tensor (CHW, flattened) sampled at 0::STRIDE
   tests/fixtures/preprocess/manifest.json
 
-Optional: --paper-jpegs DIR --pil-out OUT decodes every JPEG (and PNG) in DIR with PIL and writes
-OUT/<stem>.png, for the decoder comparison test (see tools/parity/README.md).
+Optional: --paper-jpegs DIR decodes every JPEG (and PNG) in DIR with PIL (`convert("RGB")`) and
+  --pil-out OUT   writes OUT/<stem>.png, for the ignored decoder comparison test;
+  --digests FILE  writes FILE (JSON): per file its PIL mode, size and the sha256 of the decoded RGB
+                  bytes (row-major, no padding). The committed tests/fixtures/preprocess/
+                  paper_decodes.json is this for the paper's references (digests only: the images
+                  themselves are never committed). See tools/parity/README.md.
 """
 
 import argparse
+import hashlib
 import json
 import struct
 import zlib
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+import PIL.features
 import safetensors
 import torch
 import torchvision
@@ -159,16 +165,34 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--paper-jpegs", type=Path)
     ap.add_argument("--pil-out", type=Path)
+    ap.add_argument("--digests", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
 
     if args.paper_jpegs:
-        args.pil_out.mkdir(parents=True, exist_ok=True)
+        assert args.pil_out or args.digests, "--paper-jpegs needs --pil-out and/or --digests"
+        if args.pil_out:
+            args.pil_out.mkdir(parents=True, exist_ok=True)
+        files = {}
         for p in sorted(args.paper_jpegs.iterdir()):
             if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
                 im = Image.open(p)
-                print(p.name, im.mode, im.size)
-                to_png(args.pil_out / (p.stem + ".png"), np.array(im.convert("RGB")))
+                rgb = np.ascontiguousarray(np.array(im.convert("RGB")), dtype=np.uint8)
+                digest = hashlib.sha256(rgb.tobytes()).hexdigest()
+                print(p.name, im.mode, im.size, digest)
+                if args.pil_out:
+                    to_png(args.pil_out / (p.stem + ".png"), rgb)
+                files[p.name] = {"pil_mode": im.mode, "size": list(im.size), "rgb_sha256": digest}
+        if args.digests:
+            doc = {
+                "about": "sha256 of PIL Image.open(p).convert('RGB') bytes (row-major RGB, no padding)",
+                "versions": {
+                    "pillow": PIL.__version__,
+                    "libjpeg_turbo": PIL.features.version("libjpeg_turbo"),
+                },
+                "files": files,
+            }
+            args.digests.write_text(json.dumps(doc, indent=1) + "\n")
         return
 
     inp, exp = OUT / "inputs", OUT / "expected"

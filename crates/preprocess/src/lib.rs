@@ -25,8 +25,15 @@
 //! - P (palette, any bit depth, with or without `tRNS`): palette lookup, transparency ignored.
 //! - 16-bit gray (PIL `I;16`): clipped, `v > 255 → 255` (PIL's `I;16 → RGB`; not scaled!).
 //! - 16-bit RGB / RGBA / gray+alpha: the most significant byte (PIL's `;16B` unpackers truncate).
-//! - JPEG CMYK (4 components): Adobe (inverted) polarity as PIL assumes, then PIL's `cmyk2rgb`
-//!   ([`cmyk_to_rgb`]). YCbCr / gray / RGB JPEGs: the `zune-jpeg` decoder's output.
+//! - JPEG: decoded by libjpeg itself (libjpeg-turbo's code base in MozJPEG's fork, the
+//!   `mozjpeg-sys` crate, portable C without SIMD), set up as PIL's `JpegDecode.c` sets it up
+//!   without `draft()`: integer "islow" IDCT, fancy (triangular) chroma upsampling, no scaling,
+//!   libjpeg's colour-space guess from the JFIF/Adobe markers and its own YCbCr→RGB tables.
+//!   1 component: L, replicated. 3: libjpeg's RGB output. 4 (CMYK, and YCCK converted to CMYK by
+//!   libjpeg): Adobe (inverted) polarity as PIL assumes, then PIL's `cmyk2rgb`
+//!   ([`cmyk_to_rgb`]). Other component counts are errors, as in PIL. Recoverable corrupt-data
+//!   warnings are ignored as PIL ignores them; data ending early is an error, as PIL's
+//!   "image file is truncated".
 //! - EXIF orientation, ICC profiles and PNG gamma are ignored, as `Image.open` ignores them.
 //! - Only PNG and JPEG are supported (sniffed from the content); anything else is an error.
 //!
@@ -39,21 +46,22 @@
 //!   bit-exact; center crops bit-exact for both pipelines.
 //! - Float tensors: bit-exact (max |diff| 0, the tests allow 1e-6) for all 256 input levels of
 //!   each channel in both pipelines, and on every fixture end to end.
-//! - JPEG decoding is **not** bit-exact: `zune-jpeg` upsamples chroma differently from PIL's
-//!   libjpeg-turbo ("fancy" triangular upsampling with its own rounding; switching the colour
-//!   conversion to libjpeg's tables was tried and changed nothing measurable). On the paper's 29
-//!   reference JPEGs (all baseline 4:2:0, `val_dataset/*.jpg`): max |diff| 5 levels (3–5 per
-//!   file), 5.5 % of all channel values differ (1.3 %–15.7 % per file; |d| = 1: 3.5 %,
-//!   |d| = 2: 2.0 %, |d| ≥ 3: 0.01 %). On the synthetic 4:2:0 fixture with saturated sharp
-//!   colour edges: max 7, 25 % of values. The 4:4:4 CMYK fixture: max 1, 0.69 % (IDCT rounding
-//!   only; [`cmyk_to_rgb`] itself is exact on PIL's decoded CMYK).
-//!   Everything downstream (resize → crop → float) is exact given the decoded pixels, so for
-//!   bit-exact embeddings of JPEG inputs decode them with PIL once and store PNGs (PNG decoding
-//!   is exact), or accept the small decoder difference.
-//! - Not handled like PIL: YCCK JPEGs (converted by `zune-jpeg`, formula not checked), formats
-//!   other than PNG/JPEG, APNG frames after the first (PIL also shows the first), PNG palettes
-//!   shorter than the indices used (decoder-defined).
+//! - JPEG decoding: bit-exact (max |diff| 0) against Pillow 13.0.0's bundled libjpeg-turbo 3.2.0
+//!   on all 29 paper reference JPEGs (`val_dataset/*.jpg`, baseline 4:2:0, 313×316 to
+//!   1280×1280), checked on every test run against committed sha256 digests of PIL's decoded
+//!   bytes (`tests/fixtures/preprocess/paper_decodes.json`), and on the JPEG fixtures
+//!   (`photo_jpeg` 4:2:0 with saturated sharp colour edges, `cmyk` 4:4:4 Adobe CMYK). Also
+//!   measured bit-exact, not committed: 4:4:4 / 4:2:2 / 4:2:0 baseline and progressive, quality
+//!   20 (optimised Huffman) and 100, odd sizes (333×217, 217×333), gray baseline and
+//!   progressive, progressive CMYK. (The previous pure-Rust decoder, `zune-jpeg`, differed by up
+//!   to 5 levels on 5.5 % of the paper JPEGs' channel values.)
+//!   The paper-digest test also covers the one PNG reference. Arithmetic-coded JPEGs are
+//!   decoded too (libjpeg's `jdarith.c`, as in PIL's build) but were not measured.
+//! - Not handled like PIL: formats other than PNG/JPEG, APNG frames after the first (PIL also
+//!   shows the first), PNG palettes shorter than the indices used (decoder-defined), JPEGs that
+//!   are missing only bytes after the last scan (PIL may still call them truncated).
 
+mod jpeg;
 mod load;
 mod resize;
 mod transform;

@@ -5,12 +5,8 @@ use std::path::Path;
 
 use image::RgbImage;
 use png::{BitDepth, ColorType, Transformations};
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
 
-use crate::Error;
+use crate::{Error, jpeg};
 
 /// Largest decoded buffer we accept (bytes), a guard against decompression bombs. PIL warns at
 /// about 89 Mpixel and refuses at twice that; 1 GiB covers 16-bit RGBA at 89 Mpixel.
@@ -21,8 +17,8 @@ const MAX_DECODED_BYTES: usize = 1 << 30;
 pub enum Format {
     /// PNG: decoded exactly like PIL (bit for bit).
     Png,
-    /// JPEG: decoded with `zune-jpeg`, which differs from PIL's libjpeg-turbo by a few levels
-    /// on some pixels (see the crate documentation for the measured numbers).
+    /// JPEG: decoded with libjpeg(-turbo)'s own decoder set up as PIL sets it up (bit for bit
+    /// on the files measured, see the crate documentation).
     Jpeg,
 }
 
@@ -139,41 +135,22 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, String> {
     build(width, height, rgb)
 }
 
-/// JPEG through `zune-jpeg`: YCbCr/RGB/gray as the decoder outputs them; 4-component CMYK with
-/// PIL's conventions (Adobe inverted polarity, `CMYK;I`, then `cmyk2rgb`).
+/// JPEG through libjpeg ([`jpeg::decode`], set up like PIL's decoder), then PIL's
+/// `convert("RGB")`: L replicated; CMYK read as rawmode `CMYK;I` (Adobe polarity: inverted),
+/// then `cmyk2rgb`.
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
-    let options = DecoderOptions::default()
-        .set_max_width(1 << 16)
-        .set_max_height(1 << 16);
-    let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    probe.decode_headers().map_err(|e| format!("{e:?}"))?;
-    let input = probe
-        .input_colorspace()
-        .ok_or_else(|| "no colorspace".to_string())?;
-    let out_space = if input == ColorSpace::CMYK {
-        ColorSpace::CMYK
-    } else {
-        ColorSpace::RGB
-    };
-    let mut decoder = JpegDecoder::new_with_options(
-        ZCursor::new(bytes),
-        options.jpeg_set_out_colorspace(out_space),
-    );
-    let pixels = decoder.decode().map_err(|e| format!("{e:?}"))?;
-    let info = decoder.info().ok_or_else(|| "no image info".to_string())?;
-    let (width, height) = (u32::from(info.width), u32::from(info.height));
-    let rgb = if out_space == ColorSpace::CMYK {
-        pixels
+    let d = jpeg::decode(bytes, MAX_DECODED_BYTES)?;
+    let rgb = match d.components {
+        1 => d.pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        3 => d.pixels,
+        4 => d
+            .pixels
             .chunks_exact(4)
-            .flat_map(|p| {
-                // PIL reads 4-component JPEGs as rawmode "CMYK;I" (Adobe polarity): invert.
-                cmyk_to_rgb([255 - p[0], 255 - p[1], 255 - p[2], 255 - p[3]])
-            })
-            .collect()
-    } else {
-        pixels
+            .flat_map(|p| cmyk_to_rgb([255 - p[0], 255 - p[1], 255 - p[2], 255 - p[3]]))
+            .collect(),
+        n => return Err(format!("unexpected {n} decoded components")),
     };
-    build(width, height, rgb)
+    build(d.width, d.height, rgb)
 }
 
 /// PIL's `cmyk2rgb` (Convert.c): `nk = 255 − k; out = clip8(nk − muldiv255(c, nk))` where

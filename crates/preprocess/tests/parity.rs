@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use preprocess::{Error, Preprocessor, RgbImage, cmyk_to_rgb, open_rgb};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/preprocess")
@@ -67,16 +68,6 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Decoders that are not bit-exact with PIL (libjpeg-turbo): the tolerated max |diff| and
-/// fraction of differing channel values, set from measurements (see the crate docs).
-fn jpeg_tolerance(name: &str) -> Option<(u8, f64)> {
-    match name {
-        "photo_jpeg" => Some((8, 0.5)),
-        "cmyk" => Some((8, 0.5)),
-        _ => None,
-    }
-}
-
 #[test]
 fn decoding_matches_pil_convert_rgb() {
     let m = manifest();
@@ -93,17 +84,11 @@ fn decoding_matches_pil_convert_rgb() {
             f["pil_mode"].as_str().unwrap_or("?"),
             100.0 * frac
         );
-        match jpeg_tolerance(name) {
-            Some((tol_max, tol_frac)) => assert!(
-                max <= tol_max && frac <= tol_frac,
-                "{name}: JPEG decode max|diff| {max}, differing fraction {frac:.4}"
-            ),
-            None => assert_eq!(
-                (max, n),
-                (0, 0),
-                "{name}: decode must be exact (max|diff| {max}, {n}/{total} differ)"
-            ),
-        }
+        assert_eq!(
+            (max, n),
+            (0, 0),
+            "{name}: decode must be exact (max|diff| {max}, {n}/{total} differ)"
+        );
     }
 }
 
@@ -206,6 +191,75 @@ fn errors_name_the_file() {
     let truncated = std::fs::read(fixtures_dir().join("inputs/square_rgb.png")).expect("read");
     let err = preprocess::decode_rgb(&truncated[..200], Path::new("cut.png")).expect_err("cut");
     assert!(err.to_string().contains("cut.png"), "{err}");
+
+    // A JPEG cut in the middle of its scan: libjpeg alone would pad it with gray, PIL raises
+    // "image file is truncated"; so do we (and libjpeg's error path unwinds cleanly, repeatedly).
+    let jpeg = std::fs::read(fixtures_dir().join("inputs/photo_jpeg.jpg")).expect("read");
+    for _ in 0..3 {
+        let err = preprocess::decode_rgb(&jpeg[..jpeg.len() / 2], Path::new("cut.jpg"))
+            .expect_err("truncated jpeg");
+        assert!(matches!(err, Error::Decode { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("cut.jpg") && text.contains("truncated"),
+            "{text}"
+        );
+    }
+    // Cut inside the headers: a libjpeg fatal error, reported, not printed or aborted.
+    let err = preprocess::decode_rgb(&jpeg[..40], Path::new("head.jpg")).expect_err("header");
+    assert!(err.to_string().contains("head.jpg"), "{err}");
+    // Not a JPEG after the SOI marker.
+    let mut bogus = vec![0xFF, 0xD8, 0xFF];
+    bogus.extend_from_slice(&[0x17; 64]);
+    let err = preprocess::decode_rgb(&bogus, Path::new("bogus.jpg")).expect_err("bogus");
+    assert!(err.to_string().contains("bogus.jpg"), "{err}");
+    // The decoder is still fine afterwards.
+    assert!(preprocess::decode_rgb(&jpeg, Path::new("ok.jpg")).is_ok());
+}
+
+/// The paper's reference images (`../shared/datasets/p13n-workshop/val_dataset`, beside the
+/// repository root, never committed) decode to exactly PIL's pixels: the committed
+/// `paper_decodes.json` holds the sha256 of PIL 13's `Image.open(p).convert("RGB")` bytes per
+/// file (`make_preprocess_fixtures.py --paper-jpegs DIR --digests FILE`).
+#[test]
+fn paper_references_decode_exactly_like_pil() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/datasets/p13n-workshop/val_dataset");
+    let text = std::fs::read_to_string(fixtures_dir().join("paper_decodes.json"))
+        .expect("paper_decodes.json");
+    let doc: Value = serde_json::from_str(&text).expect("paper_decodes json");
+    let expected = doc["files"].as_object().expect("files");
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            let n = n.to_ascii_lowercase();
+            n.ends_with(".jpg") || n.ends_with(".jpeg") || n.ends_with(".png")
+        })
+        .collect();
+    present.sort();
+    let listed: Vec<String> = expected.keys().cloned().collect();
+    assert_eq!(present, listed, "images in {} vs digests", dir.display());
+    assert_eq!(
+        listed.iter().filter(|n| n.ends_with(".jpg")).count(),
+        29,
+        "the paper has 29 JPEG references"
+    );
+    for (name, want) in expected {
+        let rgb = open_rgb(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        let size = [u64::from(rgb.width()), u64::from(rgb.height())];
+        let want_size = [
+            want["size"][0].as_u64().expect("w"),
+            want["size"][1].as_u64().expect("h"),
+        ];
+        assert_eq!(size, want_size, "{name}: size");
+        let digest = hex::encode(Sha256::digest(rgb.as_raw()));
+        assert_eq!(
+            digest,
+            want["rgb_sha256"].as_str().expect("digest"),
+            "{name}: decoded RGB differs from PIL's (sha256)"
+        );
+    }
 }
 
 /// Decoder comparison on a directory of JPEGs (and PNGs) against PIL's decodes of the same files
