@@ -3,6 +3,7 @@
 
 mod cache;
 mod errors;
+mod parity;
 mod resume;
 mod setup;
 mod study;

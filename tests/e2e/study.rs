@@ -77,6 +77,12 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     assert_eq!(record["subjects"].as_array().unwrap().len(), 2);
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(markdown.contains("225 scored images"), "{markdown}");
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("data:image/png;base64,").count() >= 225 + 30,
+        true,
+        "gallery thumbnails"
+    );
     for figure in [
         "scr_vs_n.svg",
         "scr_vs_n.png",

@@ -4,8 +4,10 @@
 //!   stage, the image digest and size, and the failure message if any);
 //! - `summary.md`: done / missing / failed per model × stage, and the failed items;
 //! - once images are scored: the `scores` crate's reports (`results.jsonl`, `summary.csv`,
-//!   `report.md`, the figures) over one [`scores::ImageScores`] per image, where an image that
-//!   failed or is not computed yet is listed with its reason, never left out.
+//!   `report.md`, the figures, and `report.html`: one self-contained page with the tables, figures
+//!   and a gallery of every image beside its references) over one [`scores::ImageScores`] per
+//!   image, where an image that failed or is not computed yet is listed with its reason, never
+//!   left out.
 //!
 //! All are deterministic: the same store gives byte-identical files.
 
@@ -32,13 +34,10 @@ pub(crate) fn write(dir: &Path, pipeline: &Pipeline, evaluated: &Evaluated) -> s
     )?;
     if pipeline.stage_names().contains(&"score") {
         let scores = image_scores(pipeline, evaluated)?;
-        scores::write_report(
-            dir,
-            &pipeline.config.study,
-            &scores,
-            &scores::ReportOptions::default(),
-        )
-        .map_err(std::io::Error::other)?;
+        let gallery = gallery(pipeline, evaluated)?;
+        let options = scores::ReportOptions::default();
+        scores::write_report_html(dir, &pipeline.config.study, &scores, &options, &gallery)
+            .map_err(std::io::Error::other)?;
     }
     Ok(())
 }
@@ -94,6 +93,30 @@ fn image_scores(
         records.push(record);
     }
     Ok(records)
+}
+
+/// The thumbnails the `inspect` stage stored, for the report's gallery.
+fn gallery(pipeline: &Pipeline, evaluated: &Evaluated) -> std::io::Result<scores::Gallery> {
+    let mut gallery = scores::Gallery::default();
+    for (item, states) in evaluated {
+        let Some((_, StageState::Done(entry))) = states.iter().find(|(s, _)| *s == "inspect")
+        else {
+            continue;
+        };
+        let Some(digest) = entry.outputs.get("thumbnail") else {
+            continue;
+        };
+        let bytes = pipeline
+            .store
+            .read_blob(digest)
+            .map_err(std::io::Error::other)?;
+        if item.is_reference() {
+            gallery.insert_reference(&item.prompt.id, bytes);
+        } else {
+            gallery.insert_image(&item.model, &item.prompt.id, item.seed, bytes);
+        }
+    }
+    Ok(gallery)
 }
 
 /// What produced an image's scores: scrbench's version and each encoder's identity.
