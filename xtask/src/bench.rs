@@ -168,3 +168,141 @@ pub fn encoders(args: &[OsString]) -> std::process::ExitCode {
         }
     }
 }
+
+/// `cargo xtask bench-scores [--prompts IDS] [--seeds S] [--python PY]`: every paper metric over
+/// MOSAIC's published images with real-size random-weight checkpoints on the CPU, once through
+/// scrbench (release build, fresh cache) and once through the paper-faithful Python reference
+/// (`tools/parity/paper_eval.py`, which like the paper's script embeds every reference for every
+/// image). Prints both wall times, the ratio and both peak memories (GNU time's maximum RSS).
+pub fn scores(args: &[OsString]) -> Result<()> {
+    let root = workspace_root()?;
+    let mut prompts = String::new();
+    let mut seeds = "42,43,44".to_owned();
+    let mut python = root.join(".venv-parity/bin/python");
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = || {
+            iter.next()
+                .and_then(|v| v.to_str())
+                .map(str::to_owned)
+                .context("missing value")
+        };
+        match arg.to_str() {
+            Some("--prompts") => prompts = value()?,
+            Some("--seeds") => seeds = value()?,
+            Some("--python") => python = PathBuf::from(value()?),
+            other => bail!(
+                "unknown argument {other:?}; usage: cargo xtask bench-scores [--prompts IDS] [--seeds S] [--python PY]"
+            ),
+        }
+    }
+    let data = root
+        .join("../shared/datasets/p13n-workshop")
+        .canonicalize()?;
+    let work = std::env::temp_dir().join("scrbench-bench-scores");
+    let checkpoints = work.join("checkpoints");
+    if !checkpoints
+        .join("clip_vit_large_patch14/config.json")
+        .is_file()
+    {
+        println!(
+            "writing real-size random-weight checkpoints to {}...",
+            checkpoints.display()
+        );
+        let status = Command::new(&python)
+            .arg(root.join("tools/parity/paper_eval.py"))
+            .arg("--make-real-size")
+            .arg(&checkpoints)
+            .status()?;
+        ensure!(status.success(), "paper_eval.py --make-real-size failed");
+    }
+    println!("building the release binary...");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", "scrbench"])
+        .current_dir(&root)
+        .status()?;
+    ensure!(status.success(), "cargo build --release failed");
+
+    let cache = work.join("cache");
+    std::fs::remove_dir_all(&cache).ok();
+    let config = work.join("study.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "study: bench-scores\nbenchmark: {data}\nseeds: [{seeds}]\ncache: cache\nreports: reports\n\
+             encoders:\n  dinov2: {{model: {ck}/dinov2_small}}\n  dino: {{model: {ck}/dino_vits16}}\n  \
+             clip: {{model: {ck}/clip_vit_large_patch14}}\n\
+             models:\n  mosaic-paper:\n    adapter: replay\n    dir: {data}/results/mosaic\n",
+            data = data.display(),
+            ck = checkpoints.display()
+        ),
+    )?;
+    let mut ours = Command::new("/usr/bin/time");
+    ours.arg("-v")
+        .arg(root.join("target/release/scrbench"))
+        .arg("--config")
+        .arg(&config);
+    ours.args(["run", "--json"])
+        .env("RUST_LOG", "warn")
+        .env("RAYON_NUM_THREADS", "2");
+    if !prompts.is_empty() {
+        ours.args(["--prompts", &prompts]);
+    }
+    let (ours_s, ours_kib) = time_command(&mut ours)?;
+
+    let mut theirs = Command::new("/usr/bin/time");
+    theirs
+        .arg("-v")
+        .arg(&python)
+        .arg(root.join("tools/parity/paper_eval.py"));
+    theirs.arg("--data").arg(&data);
+    for (flag, dir) in [
+        ("--dinov2", "dinov2_small"),
+        ("--dino", "dino_vits16"),
+        ("--clip", "clip_vit_large_patch14"),
+    ] {
+        theirs.arg(flag).arg(checkpoints.join(dir));
+    }
+    theirs
+        .args(["--seeds", &seeds, "--threads", "2", "--out"])
+        .arg(work.join("paper_scores.json"));
+    if !prompts.is_empty() {
+        theirs.args(["--prompts", &prompts]);
+    }
+    let (theirs_s, theirs_kib) = time_command(&mut theirs)?;
+
+    println!();
+    println!("| implementation | wall time | peak RSS |");
+    println!("|---|---|---|");
+    println!(
+        "| scrbench (release, fresh cache, batch 16) | {ours_s:.1} s | {:.0} MiB |",
+        ours_kib as f64 / 1024.0
+    );
+    println!(
+        "| paper-faithful Python (paper_eval.py) | {theirs_s:.1} s | {:.0} MiB |",
+        theirs_kib as f64 / 1024.0
+    );
+    println!(
+        "| ratio (Python / scrbench) | {:.2}× | — |",
+        theirs_s / ours_s
+    );
+    Ok(())
+}
+
+/// Wall seconds and GNU time's maximum resident set size (KiB) of `command` (`/usr/bin/time -v …`).
+fn time_command(command: &mut Command) -> Result<(f64, u64)> {
+    let started = Instant::now();
+    let output = command.output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.success(), "command failed:\n{stderr}");
+    let kib = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .context("no maximum RSS in /usr/bin/time's output")?;
+    Ok((seconds, kib))
+}

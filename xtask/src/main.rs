@@ -7,6 +7,9 @@
 //! - `cargo xtask bench-encoders [ARGS]`: our encoders against transformers on the same real-size
 //!   random-weight checkpoints (`crates/encoders/src/bin/bench_encoders.rs`; needs the Python
 //!   environment of `tools/parity/README.md`).
+//! - `cargo xtask bench-scores [--prompts IDS] [--seeds S]`: every paper metric over MOSAIC's
+//!   published images with real-size random-weight checkpoints, scrbench against the paper-faithful
+//!   Python reference, wall time and peak memory of both.
 
 mod bench;
 
@@ -14,6 +17,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "bench-scores") {
+        return match bench::scores(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.get(1).is_some_and(|a| a == "bench-encoders") {
         return bench::encoders(&args[2..]);
     }
