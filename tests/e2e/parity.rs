@@ -45,7 +45,7 @@ fn per_image_scores_match_the_papers_eval_to_1e_5() {
             b.as_f64().unwrap_or(f64::NAN),
         );
         let diff = (a - b).abs();
-        if !(diff <= worst.0) {
+        if diff.is_nan() || diff > worst.0 {
             worst = (diff, format!("{what}: ours {a} vs reference {b}"));
         }
     };

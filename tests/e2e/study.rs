@@ -78,9 +78,8 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(markdown.contains("225 scored images"), "{markdown}");
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
-    assert_eq!(
+    assert!(
         html.matches("data:image/png;base64,").count() >= 225 + 30,
-        true,
         "gallery thumbnails"
     );
     for figure in [
