@@ -447,6 +447,13 @@ impl Clip {
                 });
             }
         }
+        let vision_cfg = &config.vision_config;
+        if vision_cfg.patch_size == 0 || vision_cfg.image_size < vision_cfg.patch_size {
+            return Err(Error::Config {
+                path: checkpoint.config_file.clone(),
+                reason: "vision patch_size must be positive and at most image_size".into(),
+            });
+        }
         let weights = checkpoint.weights(device)?;
         let vb = weights.root();
         let vision = options

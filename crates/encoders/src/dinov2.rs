@@ -96,6 +96,12 @@ impl Dinov2 {
     pub fn load(checkpoint: &Checkpoint, options: Dinov2Options, device: &Device) -> Result<Self> {
         let config: Dinov2Config = checkpoint.config()?;
         let act = activation(&config.hidden_act, &checkpoint.config_file)?;
+        if config.patch_size == 0 || config.image_size < config.patch_size {
+            return Err(Error::Config {
+                path: checkpoint.config_file.clone(),
+                reason: "patch_size must be positive and at most image_size".into(),
+            });
+        }
         if config.num_attention_heads == 0
             || !config
                 .hidden_size

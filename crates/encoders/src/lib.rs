@@ -201,6 +201,9 @@ impl ImageEncoder for Encoder<Dinov2> {
         &self.identity
     }
     fn embed_images(&self, nchw: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<Vec<f32>>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         rows(&self.model.embed(&pixels(nchw, n, h, w, &self.device)?)?)
     }
 }
@@ -216,6 +219,9 @@ impl ImageEncoder for Encoder<Dino> {
         &self.identity
     }
     fn embed_images(&self, nchw: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<Vec<f32>>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         rows(&self.model.embed(&pixels(nchw, n, h, w, &self.device)?)?)
     }
 }
@@ -231,6 +237,9 @@ impl ImageEncoder for ClipEncoder {
         &self.image_identity
     }
     fn embed_images(&self, nchw: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<Vec<f32>>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         rows(
             &self
                 .model
@@ -250,6 +259,9 @@ impl TextEncoder for ClipEncoder {
         &self.text_identity
     }
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         rows(&self.model.embed_texts(texts)?)
     }
 }

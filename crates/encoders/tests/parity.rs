@@ -239,6 +239,7 @@ fn trait_objects_embed_flat_pixels() {
             .embed_images(&flat[..3 * 3 * 70 * 70 * 3], 9, 70, 70)
             .is_ok()
     );
+    assert!(encoder.embed_images(&[], 0, 224, 224).unwrap().is_empty());
     let odd = vec![0f32; 3 * 100 * 100];
     let err = encoder.embed_images(&odd, 1, 100, 100).unwrap_err();
     assert!(err.to_string().contains("patch size 14"), "{err}");
