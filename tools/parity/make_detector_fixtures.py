@@ -17,6 +17,8 @@ Everything is written under tests/fixtures/detectors/ (run from the repository r
                                  image_pixels      that image through the checkpoint's image
                                                    processor (transformers' default backend)
                                  image_logits, image_pred_boxes  the model on image_pixels
+                                 image2_pixels     (OWL-ViT only) the processor on the OWLv2
+                                                   fixture's 150x211 image_u8
   <name>.detections.json       queries, template, threshold, and post_process_object_detection on
                                the pixel batch (target sizes given) and on the image (its own size)
 
@@ -87,7 +89,7 @@ def detections(result, queries) -> list:
 
 
 @torch.inference_mode()
-def fixture(name, model_cls, config_cls, processor, image_size, patch, seed, image_hw):
+def fixture(name, model_cls, config_cls, processor, image_size, patch, seed, image_hw, extra_image=None):
     tok = tiny_clip_tokenizer()
     cfg = config_cls and config(config_cls, image_size, patch, len(tok))
     model = model_cls(cfg)
@@ -133,6 +135,9 @@ def fixture(name, model_cls, config_cls, processor, image_size, patch, seed, ima
         "image_logits": out_img.logits,
         "image_pred_boxes": out_img.pred_boxes,
     })
+    if extra_image is not None:
+        # A second shape (downscaling on both axes) for the preprocessing check.
+        tensors["image2_pixels"] = processor(images=[extra_image], return_tensors="pt")["pixel_values"]
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT / f"{name}.reference.safetensors"))
     meta = {
         "subjects": SUBJECTS,
@@ -153,7 +158,7 @@ def main() -> None:
     fixture(
         "owlvit_tiny", OwlViTForObjectDetection, OwlViTConfig,
         OwlViTImageProcessor(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64}),
-        64, 16, 500, (50, 83),
+        64, 16, 500, (50, 83), extra_image=synthetic_image(150, 211),
     )
     fixture(
         "owlv2_tiny", Owlv2ForObjectDetection, Owlv2Config,

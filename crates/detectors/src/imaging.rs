@@ -1,8 +1,9 @@
 //! Image preprocessing as transformers' default (torchvision-backed) `OwlViTImageProcessor` and
 //! `Owlv2ImageProcessor` do it.
 //!
-//! * OWL-ViT: resize the 8-bit image to `s × s` with antialiased bicubic (PIL's filter, through
-//!   [`preprocess::resize_bicubic`]; the aspect ratio is not kept), then `(v/255 − mean) / std`
+//! * OWL-ViT: resize the 8-bit image to `s × s` with antialiased bicubic as torchvision does it on
+//!   `uint8` tensors ([`resize_bicubic_u8_torch`]: PIL's filter and support, but int16 weights
+//!   with a precision chosen per axis, so up to one level away from PIL's result; the aspect ratio is not kept), then `(v/255 − mean) / std`
 //!   with OpenAI CLIP's mean and std.
 //! * OWLv2: `v · (1/255)` in f32, pad bottom and right to a square with `pad_value` (transformers
 //!   5 pads with 0.0 after rescaling, i.e. black; the original OWLv2 code pads with gray 0.5),
@@ -16,8 +17,10 @@ use crate::error::{Error, Result};
 use crate::owl::OwlVariant;
 
 /// OpenAI CLIP's per-channel mean.
+#[allow(clippy::excessive_precision)] // the literals of transformers' OPENAI_CLIP_MEAN
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's per-channel standard deviation.
+#[allow(clippy::excessive_precision)] // the literals of transformers' OPENAI_CLIP_STD
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// `3 × size × size` f32 pixels (channel-major) for `variant`.
@@ -41,7 +44,7 @@ pub fn preprocess(
 }
 
 fn owlvit(image: &RgbImage, size: usize) -> Vec<f32> {
-    let resized = preprocess::resize_bicubic(image, size as u32, size as u32);
+    let resized = resize_bicubic_u8_torch(image, size, size);
     let plane = size * size;
     let mut out = vec![0f32; 3 * plane];
     for (i, px) in resized.pixels().enumerate() {
@@ -82,6 +85,129 @@ fn owlv2(image: &RgbImage, size: usize, pad_value: f32) -> Vec<f32> {
         );
     }
     out
+}
+
+/// Bicubic (`a = −0.5`) filter of PIL / torch's antialiased resize.
+fn bicubic_filter(x: f64) -> f64 {
+    let a = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    } else {
+        0.0
+    }
+}
+
+/// Per output index: first input index and int16-style fixed-point weights, plus the precision,
+/// as torch's `_compute_index_ranges_int16_weights` (antialiased bicubic).
+fn aa_int_weights(input: usize, output: usize) -> (u32, Vec<(usize, Vec<i32>)>) {
+    let scale = input as f64 / output as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    let mut float_weights = Vec::with_capacity(output);
+    let mut w_max = 0f64;
+    for i in 0..output {
+        let center = scale * (i as f64 + 0.5);
+        let xmin = ((center - support + 0.5) as isize).max(0) as usize;
+        let xmax = ((center + support + 0.5) as isize)
+            .min(input as isize)
+            .max(0) as usize;
+        let mut w: Vec<f64> = (xmin..xmax)
+            .map(|x| bicubic_filter((x as f64 - center + 0.5) / filterscale))
+            .collect();
+        let total: f64 = w.iter().sum();
+        if total != 0.0 {
+            w.iter_mut().for_each(|v| *v /= total);
+        }
+        w_max = w.iter().copied().fold(w_max, f64::max);
+        float_weights.push((xmin, w));
+    }
+    let mut precision = 0u32;
+    while precision < 22 {
+        let next = (0.5 + w_max * f64::from(1u32 << (precision + 1))) as i64;
+        if next >= 1 << 15 {
+            break;
+        }
+        precision += 1;
+    }
+    let one = f64::from(1u32 << precision);
+    let ints = float_weights
+        .into_iter()
+        .map(|(xmin, w)| {
+            let w = w
+                .into_iter()
+                .map(|v| {
+                    let v = v * one;
+                    (if v < 0.0 { v - 0.5 } else { v + 0.5 }) as i32
+                })
+                .collect();
+            (xmin, w)
+        })
+        .collect();
+    (precision, ints)
+}
+
+/// Horizontal pass: `rows` rows of `input` RGB pixels → rows of `output` pixels.
+fn aa_horizontal(src: &[u8], rows: usize, input: usize, output: usize) -> Vec<u8> {
+    let (precision, weights) = aa_int_weights(input, output);
+    let round = if precision > 0 {
+        1i64 << (precision - 1)
+    } else {
+        0
+    };
+    let mut out = vec![0u8; rows * output * 3];
+    for y in 0..rows {
+        for (x, (xmin, w)) in weights.iter().enumerate() {
+            for c in 0..3 {
+                let acc = w.iter().enumerate().fold(round, |acc, (k, &wk)| {
+                    acc + i64::from(wk) * i64::from(src[(y * input + xmin + k) * 3 + c])
+                });
+                out[(y * output + x) * 3 + c] = (acc >> precision).clamp(0, 255) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Vertical pass: `input` rows of `width` RGB pixels → `output` rows.
+fn aa_vertical(src: &[u8], width: usize, input: usize, output: usize) -> Vec<u8> {
+    let (precision, weights) = aa_int_weights(input, output);
+    let round = if precision > 0 {
+        1i64 << (precision - 1)
+    } else {
+        0
+    };
+    let mut out = vec![0u8; output * width * 3];
+    for (y, (ymin, w)) in weights.iter().enumerate() {
+        for x in 0..width {
+            for c in 0..3 {
+                let acc = w.iter().enumerate().fold(round, |acc, (k, &wk)| {
+                    acc + i64::from(wk) * i64::from(src[((ymin + k) * width + x) * 3 + c])
+                });
+                out[(y * width + x) * 3 + c] = (acc >> precision).clamp(0, 255) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Antialiased bicubic resize of an 8-bit image as torch / torchvision compute it on `uint8`
+/// tensors (horizontal pass, then vertical, each rounded to 8 bits).
+pub fn resize_bicubic_u8_torch(image: &RgbImage, width: usize, height: usize) -> RgbImage {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let mut data = image.as_raw().clone();
+    let mut cur_w = w;
+    if width != w {
+        data = aa_horizontal(&data, h, w, width);
+        cur_w = width;
+    }
+    if height != h {
+        data = aa_vertical(&data, cur_w, h, height);
+    }
+    RgbImage::from_raw(width as u32, height as u32, data)
+        .unwrap_or_else(|| RgbImage::new(width as u32, height as u32))
 }
 
 /// torchvision's Gaussian kernel: `softmax(−(x/σ)²)` over `linspace(−lim, lim, k)`,

@@ -27,7 +27,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 pub use error::{Error, Result};
-pub use owl::{Owl, OwlOutput, OwlVariant};
+pub use owl::{ImageOutputs, Owl, OwlOutput, OwlVariant};
 pub use postprocess::{Detection, iou, nms_per_query, post_process};
 
 /// Bump when a change may alter any output beyond rounding.
@@ -130,10 +130,10 @@ impl OwlDetector {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let query_embeds = self.model.embed_queries(&texts)?;
         let output = self.model.forward(&self.pixels(image)?, &query_embeds)?;
-        let (logits, boxes, _) = Owl::first_image(&output)?;
+        let out = Owl::image_outputs(&output, 0)?;
         Ok(post_process(
-            &logits,
-            &boxes,
+            &out.logits,
+            &out.boxes,
             queries.len(),
             self.options.threshold,
             (image.width(), image.height()),

@@ -255,6 +255,17 @@ pub struct OwlOutput {
     pub objectness_logits: Option<Tensor>,
 }
 
+/// One image's head outputs as plain row-major vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageOutputs {
+    /// `patches × queries` class logits.
+    pub logits: Vec<f32>,
+    /// `patches × 4` boxes `(cx, cy, w, h)` in `[0, 1]`.
+    pub boxes: Vec<f32>,
+    /// `patches` objectness logits (OWLv2 only).
+    pub objectness: Option<Vec<f32>>,
+}
+
 /// A loaded OWL-ViT / OWLv2 detection model.
 pub struct Owl {
     variant: OwlVariant,
@@ -594,16 +605,24 @@ impl Owl {
         })
     }
 
-    /// The first image's outputs as plain vectors: `(logits patches×queries, boxes patches×4,
-    /// objectness)`.
-    pub fn first_image(output: &OwlOutput) -> Result<(Vec<f32>, Vec<f32>, Option<Vec<f32>>)> {
-        let logits = output.logits.i(0)?.flatten_all()?.to_vec1::<f32>()?;
-        let boxes = output.pred_boxes.i(0)?.flatten_all()?.to_vec1::<f32>()?;
-        let objectness = output
-            .objectness_logits
-            .as_ref()
-            .map(|o| o.i(0)?.to_vec1::<f32>())
-            .transpose()?;
-        Ok((logits, boxes, objectness))
+    /// Image `index` of a batch output as plain vectors.
+    pub fn image_outputs(output: &OwlOutput, index: usize) -> Result<ImageOutputs> {
+        let n = output.logits.dim(0)?;
+        if index >= n {
+            return Err(Error::Input(format!("image {index} of a batch of {n}")));
+        }
+        Ok(ImageOutputs {
+            logits: output.logits.i(index)?.flatten_all()?.to_vec1::<f32>()?,
+            boxes: output
+                .pred_boxes
+                .i(index)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            objectness: output
+                .objectness_logits
+                .as_ref()
+                .map(|o| o.i(index)?.to_vec1::<f32>())
+                .transpose()?,
+        })
     }
 }

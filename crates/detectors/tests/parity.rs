@@ -195,6 +195,27 @@ fn check(name: &str, variant: OwlVariant) {
     eprintln!("{name}: preprocessing max |Δpixels| {dp:e}");
     assert!(dp < 1e-4, "{name}: preprocessing max |Δpixels| {dp:e}");
 
+    if let Some(want) = f.refs.get("image2_pixels") {
+        // OWL-ViT's resize on a second shape (the OWLv2 fixture's 150×211 image).
+        let other = candle_core::safetensors::load(
+            fixtures().join("owlv2_tiny.reference.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let other = other["image_u8"].to_dtype(DType::U8).unwrap();
+        let (h2, w2, _) = other.dims3().unwrap();
+        let raw: Vec<u8> = other.flatten_all().unwrap().to_vec1().unwrap();
+        let image2 = RgbImage::from_raw(w2 as u32, h2 as u32, raw).unwrap();
+        let ours = imaging::preprocess(&image2, variant, s, 0.0).unwrap();
+        let ours = Tensor::from_vec(ours, (1, 3, s, s), &Device::Cpu).unwrap();
+        let dp = max_diff(&ours, want);
+        eprintln!("{name}: preprocessing {h2}×{w2} max |Δpixels| {dp:e}");
+        assert!(
+            dp < 1e-4,
+            "{name}: preprocessing {h2}×{w2} max |Δpixels| {dp:e}"
+        );
+    }
+
     // The Detector on the image, without NMS, against post_process_object_detection.
     let options = OwlOptions {
         template: f.meta.template.clone(),
