@@ -168,3 +168,30 @@ impl Detector for OwlDetector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_fills_the_subject() {
+        let options = OwlOptions::default();
+        assert_eq!(options.query("red sofa"), "a photo of a red sofa");
+        let raw = OwlOptions {
+            template: "plain".into(),
+            ..OwlOptions::default()
+        };
+        assert_eq!(raw.query("cat"), "cat");
+    }
+
+    #[test]
+    fn empty_image_is_an_input_error() {
+        let empty = RgbImage::new(0, 0);
+        for variant in [OwlVariant::OwlVit, OwlVariant::Owlv2] {
+            assert!(matches!(
+                imaging::preprocess(&empty, variant, 64, 0.0),
+                Err(Error::Input(_))
+            ));
+        }
+    }
+}
