@@ -17,7 +17,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
@@ -220,37 +219,83 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     })
 }
 
-/// Memory-mapped weight files; hands out f32 tensors checked by name and shape.
+/// Where one tensor lives in a safetensors file.
+#[derive(Debug, Deserialize)]
+struct TensorEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// Weight files, read tensor by tensor; hands out f32 tensors checked by name and shape.
+///
+/// Tensors are read with plain file reads rather than a memory map, so loading costs the f32
+/// weights plus one tensor in flight, not the whole file resident on top of them.
 pub struct Weights {
-    tensors: MmapedSafetensors,
+    /// Tensor name → (file index, data start in the file, entry).
+    index: std::collections::HashMap<String, (usize, u64, TensorEntry)>,
+    paths: Vec<PathBuf>,
     files: String,
     device: Device,
 }
 
 impl Weights {
-    /// Maps `files`.
+    /// Reads the headers of `files`.
     pub fn open(files: &[PathBuf], device: &Device) -> Result<Self> {
-        for path in files {
+        use std::io::Read;
+        let mut index = std::collections::HashMap::new();
+        for (i, path) in files.iter().enumerate() {
+            let io = |source| Error::Io {
+                path: path.clone(),
+                source,
+            };
             if !path.is_file() {
                 return Err(Error::MissingFile { path: path.clone() });
             }
+            let mut file = std::fs::File::open(path).map_err(io)?;
+            let mut len = [0u8; 8];
+            file.read_exact(&mut len).map_err(io)?;
+            let len = u64::from_le_bytes(len);
+            let file_len = file.metadata().map_err(io)?.len();
+            if len > file_len.saturating_sub(8) {
+                return Err(Error::Config {
+                    path: path.clone(),
+                    reason: "not a safetensors file (header length past the end)".into(),
+                });
+            }
+            let mut header = vec![0u8; len as usize];
+            file.read_exact(&mut header).map_err(io)?;
+            let header: std::collections::HashMap<String, serde_json::Value> =
+                serde_json::from_slice(&header).map_err(|source| Error::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+            for (name, value) in header {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let entry: TensorEntry =
+                    serde_json::from_value(value).map_err(|source| Error::Json {
+                        path: path.clone(),
+                        source,
+                    })?;
+                index.insert(name, (i, 8 + len, entry));
+            }
         }
-        // SAFETY: the files are mapped read-only; like every safetensors loader we rely on them not
-        // being modified while the model is loading (tensors are copied out at load time).
-        let tensors = unsafe { MmapedSafetensors::multi(files) }?;
-        let files = files
+        let names = files
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
         Ok(Self {
-            tensors,
-            files,
+            index,
+            paths: files.to_vec(),
+            files: names,
             device: device.clone(),
         })
     }
 
-    /// A view that prefixes every name with `prefix.`.
+    /// A view at the root of the name space.
     pub fn root(&self) -> Vb<'_> {
         Vb {
             weights: self,
@@ -259,23 +304,55 @@ impl Weights {
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.tensors.get(name).is_ok()
+        self.index.contains_key(name)
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let view = self.tensors.get(name).map_err(|_| Error::MissingTensor {
+        use std::io::{Read, Seek, SeekFrom};
+        let (file, base, entry) = self.index.get(name).ok_or_else(|| Error::MissingTensor {
             name: name.to_string(),
             files: self.files.clone(),
         })?;
-        if view.shape() != shape {
+        if entry.shape != shape {
             return Err(Error::ShapeMismatch {
                 name: name.to_string(),
                 expected: shape.to_vec(),
-                actual: view.shape().to_vec(),
+                actual: entry.shape.clone(),
             });
         }
-        let tensor = self.tensors.load(name, &self.device)?;
-        Ok(tensor.to_dtype(DType::F32)?)
+        let path = &self.paths[*file];
+        let bad = |reason: String| Error::Config {
+            path: path.clone(),
+            reason: format!("tensor `{name}`: {reason}"),
+        };
+        let dtype = match entry.dtype.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "F64" => DType::F64,
+            other => return Err(bad(format!("unsupported dtype {other}"))),
+        };
+        let (start, end) = entry.data_offsets;
+        let expected = shape.iter().product::<usize>() * dtype.size_in_bytes();
+        if end < start || (end - start) as usize != expected {
+            return Err(bad(format!(
+                "{} bytes stored for {expected} expected",
+                end.saturating_sub(start)
+            )));
+        }
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let offset = base
+            .checked_add(start)
+            .ok_or_else(|| bad("data offset overflows".into()))?;
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut bytes = vec![0u8; expected];
+        f.read_exact(&mut bytes).map_err(io)?;
+        let tensor = Tensor::from_raw_buffer(&bytes, dtype, shape, &Device::Cpu)?;
+        Ok(tensor.to_dtype(DType::F32)?.to_device(&self.device)?)
     }
 }
 
