@@ -3,6 +3,7 @@
 
 mod cache;
 mod errors;
+mod local;
 mod parity;
 mod resume;
 mod setup;

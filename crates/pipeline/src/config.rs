@@ -10,6 +10,7 @@ use generate::compose::ComposeSettings;
 use generate::replay::ReplaySettings;
 use generate::sleep::SleepSettings;
 
+use crate::detect::DetectionConfig;
 use crate::embed::EncodersConfig;
 use serde::Deserialize;
 
@@ -41,6 +42,9 @@ pub struct StudyConfig {
     /// SCR thresholds τ (a subject counts as collapsed when its DINOv2 cosine is below τ).
     #[serde(default = "default_thresholds")]
     pub thresholds: Vec<f64>,
+    /// Subject detection for the per-subject (local) SCR; absent = no detection stages.
+    #[serde(default)]
+    pub detection: Option<DetectionConfig>,
     /// Models by name.
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -150,6 +154,20 @@ impl StudyConfig {
                      and contain no `/`"
                 )));
             }
+        }
+        if config.detection.is_some() && config.encoders.dinov2.is_none() {
+            return Err(invalid(
+                "`detection:` needs a DINOv2 encoder under `encoders: dinov2:` (crops are \
+                 matched to references by DINOv2 cosine)"
+                    .into(),
+            ));
+        }
+        if let Some(d) = &config.detection
+            && !(d.min_area_fraction >= 0.0 && d.min_side_fraction >= 0.0)
+        {
+            return Err(invalid(
+                "`detection:` minimum fractions must be non-negative".into(),
+            ));
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() {

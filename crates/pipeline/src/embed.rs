@@ -96,6 +96,10 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
     /// Resolves the checkpoint now (cheap, no weights read): a missing model is an error at open.
     pub fn resolve(
         family: Family,
@@ -127,7 +131,7 @@ impl Encoder {
     }
 
     /// The model part of a key: what identifies the weights, without local paths.
-    fn model_key(&self, cx: &Context) -> Result<BTreeMap<String, String>, StageError> {
+    pub(crate) fn model_key(&self, cx: &Context) -> Result<BTreeMap<String, String>, StageError> {
         let digests = self.files.get_or_init(|| {
             self.files()
                 .iter()
@@ -162,7 +166,7 @@ impl Encoder {
         Ok(model)
     }
 
-    fn image_encoder(&self) -> Result<&Arc<dyn ImageEncoder>, StageError> {
+    pub(crate) fn image_encoder(&self) -> Result<&Arc<dyn ImageEncoder>, StageError> {
         let loaded = self.image.get_or_init(|| {
             let device = &self.device;
             let checkpoint = &self.checkpoint;

@@ -7,9 +7,11 @@
 //! one function that evaluates an item's stages against the store.
 
 pub mod config;
+pub mod detect;
 pub mod embed;
 pub mod explain;
 pub mod items;
+pub mod local;
 pub mod report;
 pub mod runner;
 pub mod score;
@@ -121,7 +123,8 @@ impl Pipeline {
             }),
             Arc::new(InspectStage { thumbnail: 128 }),
         ];
-        stages.extend(embedding_stages(&config)?);
+        let (embedders, dinov2) = embedding_stages(&config)?;
+        stages.extend(embedders);
         let references = score::ReferenceEmbeddings::default();
         let encoders: Vec<&'static str> = stages
             .iter()
@@ -131,6 +134,21 @@ impl Pipeline {
         if !encoders.is_empty() {
             stages.push(Arc::new(score::ScoreStage {
                 encoders,
+                thresholds: config.thresholds.clone(),
+                references: references.clone(),
+            }));
+        }
+        // Detection stages come after `score`, so an image whose detection fails is still scored.
+        if let (Some(detection), Some(dinov2)) = (&config.detection, dinov2) {
+            stages.push(Arc::new(detect::DetectStage::new(detection)));
+            stages.push(Arc::new(detect::CropStage {
+                config: detection.clone(),
+            }));
+            stages.push(Arc::new(local::EmbedCropsStage::new(
+                dinov2,
+                config.concurrency.batch,
+            )));
+            stages.push(Arc::new(local::LocalScoreStage {
                 thresholds: config.thresholds.clone(),
                 references: references.clone(),
             }));
@@ -328,12 +346,13 @@ impl Pipeline {
     }
 }
 
-/// The embedding stages of the configured encoders, in a fixed order.
-fn embedding_stages(config: &StudyConfig) -> Result<Vec<Arc<dyn Stage>>, PipelineError> {
+/// The embedding stages of the configured encoders, in a fixed order, and the DINOv2 encoder (for
+/// the crops) if configured.
+fn embedding_stages(config: &StudyConfig) -> Result<EmbeddingStages, PipelineError> {
     use embed::{EmbedStage, Encoder, Family, TextEmbedStage};
     let encoders = &config.encoders;
     if encoders.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let device = match config.device {
         config::DeviceChoice::Cpu => candle_core::Device::Cpu,
@@ -346,6 +365,7 @@ fn embedding_stages(config: &StudyConfig) -> Result<Vec<Arc<dyn Stage>>, Pipelin
     };
     tracing::info!("encoders run on {device:?}");
     let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
+    let mut dinov2 = None;
     for (family, name, configured) in [
         (Family::Dinov2, "dinov2", &encoders.dinov2),
         (Family::Dino, "dino", &encoders.dino),
@@ -361,6 +381,9 @@ fn embedding_stages(config: &StudyConfig) -> Result<Vec<Arc<dyn Stage>>, Pipelin
             }
         })?;
         let encoder = Arc::new(encoder);
+        if family == Family::Dinov2 {
+            dinov2 = Some(encoder.clone());
+        }
         stages.push(Arc::new(EmbedStage::new(
             encoder.clone(),
             config.concurrency.batch,
@@ -369,8 +392,10 @@ fn embedding_stages(config: &StudyConfig) -> Result<Vec<Arc<dyn Stage>>, Pipelin
             stages.push(Arc::new(TextEmbedStage::new(encoder)));
         }
     }
-    Ok(stages)
+    Ok((stages, dinov2))
 }
+
+type EmbeddingStages = (Vec<Arc<dyn Stage>>, Option<Arc<embed::Encoder>>);
 
 /// Counts for one model × stage.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

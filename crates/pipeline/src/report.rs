@@ -183,6 +183,7 @@ fn summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
             row.model, row.stage, row.done, row.missing, row.failed
         ));
     }
+    out.push_str(&local_summary(pipeline, evaluated));
     if !status.failures.is_empty() {
         out.push_str("\n## Failed items\n\n");
         for failure in &status.failures {
@@ -190,6 +191,81 @@ fn summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
                 "- `{}` [{}]: {}\n",
                 failure.item, failure.stage, failure.message
             ));
+        }
+    }
+    out
+}
+
+/// Mean global and local (per-subject) SCR per model and τ over the images that have both, when
+/// detection is configured; a blob that cannot be read is left out (the run reports its errors).
+fn local_summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
+    if !pipeline.stage_names().contains(&"local-score") {
+        return String::new();
+    }
+    let read = |states: &[(&'static str, StageState)], stage: &str, output: &str| {
+        let (_, StageState::Done(entry)) = states.iter().find(|(s, _)| *s == stage)? else {
+            return None;
+        };
+        let bytes = pipeline.store.read_blob(entry.outputs.get(output)?).ok()?;
+        serde_json::from_slice::<Value>(&bytes).ok()
+    };
+    // model, images, global sums per τ, local sums per τ, homogenisation sum and count
+    type Row = (String, usize, Vec<f64>, Vec<f64>, f64, usize);
+    let mut rows: Vec<Row> = Vec::new();
+    let taus: Vec<String> = pipeline
+        .config
+        .thresholds
+        .iter()
+        .map(|&t| scores::record::tau_key(t))
+        .collect();
+    for (item, states) in evaluated.iter().filter(|(item, _)| !item.is_reference()) {
+        let (Some(global), Some(local)) = (
+            read(states, "score", "scores"),
+            read(states, "local-score", "local"),
+        ) else {
+            continue;
+        };
+        let index = match rows.iter().position(|r| r.0 == item.model) {
+            Some(i) => i,
+            None => {
+                let zeros = vec![0.0; taus.len()];
+                rows.push((item.model.clone(), 0, zeros.clone(), zeros, 0.0, 0));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[index];
+        row.1 += 1;
+        for (t, tau) in taus.iter().enumerate() {
+            row.2[t] += global["scr"][tau].as_f64().unwrap_or(f64::NAN);
+            row.3[t] += local["local_scr"][tau].as_f64().unwrap_or(f64::NAN);
+        }
+        if let Some(h) = local["homogenisation"].as_f64() {
+            row.4 += h;
+            row.5 += 1;
+        }
+    }
+    let mut out = String::from(
+        "\n## Local (per-subject) SCR\n\nMean over images with both scores: the paper's global SCR \
+         (whole image vs each reference) beside the detection-aware local SCR (matched crop vs \
+         reference; a subject without a detection counts as collapsed), and the homogenisation \
+         index (mean DINOv2 cosine between matched crops of different subjects).\n\n| model | images |",
+    );
+    for tau in &taus {
+        out.push_str(&format!(" SCR@{tau} global | SCR@{tau} local |"));
+    }
+    out.push_str(" homogenisation |\n|---|---:|");
+    out.push_str(&"---:|---:|".repeat(taus.len()));
+    out.push_str("---:|\n");
+    for (model, images, global, local, h, hn) in rows {
+        let n = images as f64;
+        out.push_str(&format!("| {model} | {images} |"));
+        for (g, l) in global.iter().zip(&local) {
+            out.push_str(&format!(" {:.4} | {:.4} |", g / n, l / n));
+        }
+        if hn > 0 {
+            out.push_str(&format!(" {:.4} |\n", h / hn as f64));
+        } else {
+            out.push_str(" – |\n");
         }
     }
     out

@@ -1,0 +1,248 @@
+//! The per-subject (local) SCR with the oracle detector, validated on compose scenes whose truth is
+//! known: dropped subjects are missing, crops match the identity they show, homogenisation rises
+//! with clones, and a threshold between the two groups separates cloned from intact subjects.
+//! These hold for any encoder weights (the crops are the references resized), so the tiny DINOv2
+//! fixture is enough.
+
+use super::*;
+
+const PROMPTS: &str = "16_no_interaction,31_no_interaction";
+
+/// A compose study with the oracle detector: models `k0` (intact), `clone1`, `clone2`, `drop1`.
+fn write_local_study(dir: &Path, thresholds: &str) -> PathBuf {
+    let dinov2 = repo().join("tests/fixtures/encoders/dinov2_tiny");
+    let compose =
+        |collapse: &str| format!("    adapter: compose\n    size: 256\n    collapse: {collapse}\n");
+    let text = format!(
+        "study: test\nbenchmark: {data}\nseeds: [42, 43]\ncache: cache\nreports: reports\n\
+         thresholds: {thresholds}\n\
+         encoders:\n  dinov2:\n    model: {dinov2}\n\
+         detection:\n  detector: oracle\n  pad_square: true\n\
+         models:\n  k0:\n{k0}  clone1:\n{clone1}  clone2:\n{clone2}  drop1:\n{drop1}",
+        data = data().display(),
+        dinov2 = dinov2.display(),
+        k0 = compose("{mode: none}"),
+        clone1 = compose("{mode: clone, k: 1}"),
+        clone2 = compose("{mode: clone, k: 2}"),
+        drop1 = compose("{mode: drop, k: 1}"),
+    );
+    let path = dir.join("study.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn blob(dir: &Path, digest: &Value) -> Value {
+    let digest = digest.as_str().expect("a digest");
+    let bytes = std::fs::read(dir.join("cache/blobs").join(&digest[..2]).join(digest)).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Per generated image: model, truth and local scores.
+fn local_images(dir: &Path) -> Vec<(String, Value, Value)> {
+    items_jsonl(dir)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["model"] != "@references")
+        .filter(|l| PROMPTS.split(',').any(|p| l["prompt_id"] == p))
+        .map(|l| {
+            let stages = &l["stages"];
+            assert_eq!(stages["local-score"]["state"], "done", "{l}");
+            (
+                l["model"].as_str().unwrap().to_owned(),
+                blob(dir, &stages["generate"]["outputs"]["truth"]),
+                blob(dir, &stages["local-score"]["outputs"]["local"]),
+            )
+        })
+        .collect()
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[test]
+fn local_scr_finds_dropped_and_cloned_subjects_on_known_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_local_study(tmp.path(), "[0.4, 0.5, 0.6]");
+    let first = run_json(&config, &["--prompts", PROMPTS], 0);
+    // 4 models × 2 prompts × 2 seeds (intact scenes do not depend on the seed: some are shared).
+    for stage in ["detect", "crop", "embed-crops", "local-score", "score"] {
+        assert_eq!(
+            computed(&first, stage) + cached(&first, stage),
+            16,
+            "{stage}"
+        );
+    }
+    let images = local_images(tmp.path());
+    assert_eq!(images.len(), 16);
+
+    let subject_index = |truth: &Value, name: &Value| {
+        truth["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|s| &s["name"] == name)
+            .unwrap()
+    };
+    let mut cloned_cosines = Vec::new();
+    let mut intact_cosines = Vec::new();
+    for (model, truth, local) in &images {
+        let subjects = truth["subjects"].as_array().unwrap();
+        let n = subjects.len();
+        let crops = local["crops"].as_array().unwrap();
+        let present = subjects.iter().filter(|s| !s["box"].is_null()).count();
+        assert_eq!(crops.len(), present, "one crop per drawn box: {local}");
+        // Every crop is closest to the reference of the identity it shows.
+        for crop in crops {
+            let query = crop["query"].as_u64().unwrap() as usize;
+            let cosines: Vec<f64> = crop["cosines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_f64().unwrap())
+                .collect();
+            let best = (0..n)
+                .max_by(|&a, &b| cosines[a].total_cmp(&cosines[b]))
+                .unwrap();
+            let shown = subject_index(truth, &subjects[query]["shown"]);
+            assert_eq!(
+                best, shown,
+                "{model}: crop of {query} shows {shown}: {local}"
+            );
+        }
+        for (i, (subject, verdict)) in subjects
+            .iter()
+            .zip(local["subjects"].as_array().unwrap())
+            .enumerate()
+        {
+            match subject["status"].as_str().unwrap() {
+                "dropped" => {
+                    assert!(
+                        verdict["crop"].is_null(),
+                        "{model}: dropped {i} unmatched: {local}"
+                    );
+                    assert!(verdict["cosine"].is_null());
+                    for tau in ["0.4", "0.5", "0.6"] {
+                        assert_eq!(verdict["collapsed"][tau], true, "{local}");
+                    }
+                }
+                "present" => {
+                    // Without clones every intact subject gets its own box. (With clones the
+                    // maximum-sum matching may trade an intact subject's own box for a clone's
+                    // when the tiny encoder's cross-identity cosines are ~0.99.)
+                    if !model.starts_with("clone") {
+                        assert_eq!(verdict["query"], i, "{model}: intact {i}: {local}");
+                    }
+                    intact_cosines.push(verdict["cosine"].as_f64().unwrap());
+                }
+                "cloned" => cloned_cosines.push(verdict["cosine"].as_f64().unwrap()),
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        if model == "drop1" {
+            let expected = 1.0 / n as f64;
+            for tau in ["0.4", "0.5", "0.6"] {
+                assert!(
+                    local["local_scr"][tau].as_f64().unwrap() >= expected,
+                    "{local}"
+                );
+            }
+        }
+    }
+    assert_eq!(cloned_cosines.len(), 2 * 4 + 4);
+
+    // Homogenisation and the same-instance count rise with the number of clones.
+    let stats = |model: &str| {
+        let of = images.iter().filter(|(m, _, _)| m == model);
+        (
+            mean(
+                of.clone()
+                    .map(|(_, _, l)| l["homogenisation"].as_f64().unwrap()),
+            ),
+            mean(of.map(|(_, _, l)| l["same_instance"].as_f64().unwrap())),
+        )
+    };
+    let (k0, k1, k2) = (stats("k0"), stats("clone1"), stats("clone2"));
+    eprintln!("homogenisation / same-instance: k0 {k0:?}, k1 {k1:?}, k2 {k2:?}");
+    assert!(
+        k0.0 < k1.0 && k1.0 < k2.0,
+        "homogenisation {k0:?} {k1:?} {k2:?}"
+    );
+    assert_eq!(k0.1, 0.0, "intact subjects each have their own best crop");
+    assert!(
+        k0.1 < k1.1 && k1.1 <= k2.1,
+        "same instance {k0:?} {k1:?} {k2:?}"
+    );
+
+    // A threshold between the groups flags every cloned subject and no intact one.
+    let cloned_max = cloned_cosines.iter().copied().fold(f64::MIN, f64::max);
+    let intact_min = intact_cosines.iter().copied().fold(f64::MAX, f64::min);
+    eprintln!("cloned max {cloned_max}, intact min {intact_min}");
+    assert!(cloned_max < intact_min, "{cloned_max} < {intact_min}");
+    let tau = (cloned_max + intact_min) / 2.0;
+    let config = write_local_study(tmp.path(), &format!("[{tau}]"));
+    let second = run_json(&config, &["--prompts", PROMPTS], 0);
+    for stage in ["detect", "crop", "embed-crops"] {
+        assert_eq!(
+            cached(&second, stage),
+            16,
+            "{stage}: thresholds do not reach it"
+        );
+    }
+    assert!(computed(&second, "local-score") > 0);
+    let key = format!("{tau}");
+    for (model, truth, local) in local_images(tmp.path()) {
+        let subjects = truth["subjects"].as_array().unwrap();
+        let mut collapsed = 0;
+        for (subject, verdict) in subjects.iter().zip(local["subjects"].as_array().unwrap()) {
+            let expected = subject["status"] != "present";
+            assert_eq!(verdict["collapsed"][&key], expected, "{model}: {local}");
+            collapsed += usize::from(expected);
+        }
+        assert_eq!(
+            local["local_scr"][&key].as_f64().unwrap(),
+            collapsed as f64 / subjects.len() as f64
+        );
+    }
+    let summary = std::fs::read_to_string(tmp.path().join("reports/test/summary.md")).unwrap();
+    assert!(summary.contains("Local (per-subject) SCR"), "{summary}");
+}
+
+#[test]
+fn the_oracle_detector_fails_items_without_compose_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_study(
+        tmp.path(),
+        &data(),
+        &format!(
+            "  m:\n    adapter: replay\n    dir: {}\n",
+            data().join("results/mosaic").display()
+        ),
+    );
+    let dinov2 = repo().join("tests/fixtures/encoders/dinov2_tiny");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "models:\n",
+        &format!(
+            "encoders:\n  dinov2:\n    model: {}\ndetection:\n  detector: oracle\nmodels:\n",
+            dinov2.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let summary = run_json(
+        &config,
+        &["--prompts", "01_no_interaction", "--seeds", "42"],
+        2,
+    );
+    assert_eq!(
+        computed(&summary, "score"),
+        1,
+        "the global score is unaffected"
+    );
+    let status = run_ok(scrbench(&config).arg("status"), 0);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains("the oracle detector needs compose's ground truth"),
+        "{text}"
+    );
+}
