@@ -49,11 +49,26 @@ pub enum DetectorChoice {
     Oracle,
 }
 
+/// How crops are assigned to subjects (one crop serves at most one subject).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Matching {
+    /// Maximum total cosine (Hungarian). Can hand an intact subject its second-best crop so that
+    /// a collapsed subject gets a better one, which hides collapse when cross-identity cosines
+    /// are high.
+    #[default]
+    Hungarian,
+    /// Highest cosine first: pairs are taken in descending cosine order while both are free.
+    Greedy,
+}
+
 /// `detection:` in a study.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
     pub detector: DetectorChoice,
+    /// How crops are assigned to subjects: `hungarian` (default) or `greedy`.
+    pub matching: Matching,
     /// Pad each crop to a square with white (default true).
     pub pad_square: bool,
     /// Drop boxes whose area is below `(min_area_fraction·W)²` (default 0.05: XVerse's `(W/20)²`).
@@ -66,6 +81,7 @@ impl Default for DetectionConfig {
     fn default() -> Self {
         DetectionConfig {
             detector: DetectorChoice::Oracle,
+            matching: Matching::Hungarian,
             pad_square: true,
             min_area_fraction: 0.05,
             min_side_fraction: 0.0125,

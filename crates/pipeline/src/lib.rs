@@ -150,6 +150,7 @@ impl Pipeline {
             )));
             stages.push(Arc::new(local::LocalScoreStage {
                 thresholds: config.thresholds.clone(),
+                matching: detection.matching,
                 references: references.clone(),
             }));
         }

@@ -16,7 +16,7 @@ use store::{ActionKey, Digest};
 
 use scores::record::tau_key;
 
-use crate::detect::Crops;
+use crate::detect::{Crops, Matching};
 use crate::embed::{Encoder, from_bytes, to_bytes};
 use crate::items::Item;
 use crate::score::ReferenceEmbeddings;
@@ -229,12 +229,16 @@ pub fn local_scores(
     crops: &[Vec<f32>],
     queries: &[usize],
     thresholds: &[f64],
+    matching: Matching,
 ) -> LocalScores {
     let sim: Vec<Vec<f64>> = references
         .iter()
         .map(|r| crops.iter().map(|c| cosine(r, c)).collect())
         .collect();
-    let assignment = max_weight_matching(&sim);
+    let assignment = match matching {
+        Matching::Hungarian => max_weight_matching(&sim),
+        Matching::Greedy => greedy_matching(&sim),
+    };
     let best: Vec<Option<usize>> = sim
         .iter()
         .map(|row| {
@@ -306,6 +310,30 @@ pub fn local_scores(
         homogenisation,
         same_instance,
     }
+}
+
+/// Greedy matching: (row, column) pairs in descending weight order (ties: lower row, then lower
+/// column first), taken while both are free.
+pub fn greedy_matching(weights: &[Vec<f64>]) -> Vec<Option<usize>> {
+    let mut pairs: Vec<(usize, usize)> = weights
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| (0..row.len()).map(move |j| (i, j)))
+        .collect();
+    pairs.sort_by(|&(a, b), &(c, d)| {
+        weights[c][d]
+            .total_cmp(&weights[a][b])
+            .then((a, b).cmp(&(c, d)))
+    });
+    let mut assignment = vec![None; weights.len()];
+    let mut taken = vec![false; weights.first().map_or(0, Vec::len)];
+    for (i, j) in pairs {
+        if assignment[i].is_none() && !taken[j] {
+            assignment[i] = Some(j);
+            taken[j] = true;
+        }
+    }
+    assignment
 }
 
 /// Maximum-weight bipartite matching of rows (subjects) to columns (crops) on `weights`
@@ -390,6 +418,7 @@ pub fn max_weight_matching(weights: &[Vec<f64>]) -> Vec<Option<usize>> {
 /// Scores every image locally from its crops' and its subjects' DINOv2 embeddings.
 pub struct LocalScoreStage {
     pub thresholds: Vec<f64>,
+    pub matching: Matching,
     pub references: ReferenceEmbeddings,
 }
 
@@ -412,6 +441,7 @@ impl Stage for LocalScoreStage {
             .insert("thresholds".into(), json!(self.thresholds));
         key.params
             .insert("subjects".into(), json!(cx.item.prompt.subjects));
+        key.params.insert("matching".into(), json!(self.matching));
         key.inputs
             .insert("crops".into(), cx.upstream_output("crop", "crops")?);
         key.inputs.insert(
@@ -457,7 +487,14 @@ impl Stage for LocalScoreStage {
         }
         let embeddings: Vec<Vec<f32>> = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
         let queries: Vec<usize> = crops.crops.iter().map(|c| c.query).collect();
-        let scores = local_scores(names, &references, &embeddings, &queries, &self.thresholds);
+        let scores = local_scores(
+            names,
+            &references,
+            &embeddings,
+            &queries,
+            &self.thresholds,
+            self.matching,
+        );
         let bytes = serde_json::to_vec_pretty(&scores)
             .map_err(|e| StageError::Failed(format!("cannot serialise local scores: {e}")))?;
         let mut outputs = BTreeMap::new();
@@ -472,6 +509,43 @@ impl Stage for LocalScoreStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn greedy_keeps_clear_pairs_where_hungarian_trades_them() {
+        // Two intact subjects with their own crops (≈1); the third (collapsed) subject's crop
+        // resembles neither it nor them, but its reference resembles subject 1's crop.
+        let w = vec![
+            vec![1.0, 0.90, 0.98],
+            vec![0.90, 1.0, 0.85],
+            vec![0.84, 0.84, 0.64],
+        ];
+        assert_eq!(greedy_matching(&w), vec![Some(0), Some(1), Some(2)]);
+        let hungarian = max_weight_matching(&w);
+        assert_ne!(
+            hungarian[2],
+            Some(2),
+            "max-sum rescues the collapsed subject"
+        );
+        assert_eq!(
+            greedy_matching(&[vec![0.5], vec![0.9]]),
+            vec![None, Some(0)]
+        );
+        let none: Vec<Vec<f64>> = vec![vec![], vec![]];
+        assert_eq!(greedy_matching(&none), vec![None, None]);
+        assert_eq!(max_weight_matching(&none), vec![None, None]);
+    }
+
+    #[test]
+    fn no_crops_means_every_subject_collapsed() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let refs = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        for matching in [Matching::Hungarian, Matching::Greedy] {
+            let s = local_scores(&names, &refs, &[], &[], &[0.4], matching);
+            assert_eq!(s.local_scr["0.4"], 1.0);
+            assert_eq!(s.same_instance, 0);
+            assert_eq!(s.homogenisation, None);
+        }
+    }
 
     /// Best total over all injective assignments (brute force), for checking the Hungarian.
     fn brute(weights: &[Vec<f64>]) -> f64 {
@@ -533,7 +607,7 @@ mod tests {
         let refs = vec![vec![1.0, 0.0], vec![0.9, 0.1]];
         // One crop, closest to both references.
         let crops = vec![vec![1.0, 0.05]];
-        let s = local_scores(&names, &refs, &crops, &[0], &[0.5]);
+        let s = local_scores(&names, &refs, &crops, &[0], &[0.5], Matching::Hungarian);
         assert_eq!(s.subjects.iter().filter(|s| s.crop.is_some()).count(), 1);
         assert_eq!(s.local_scr["0.5"], 0.5);
         assert_eq!(s.same_instance, 2);
