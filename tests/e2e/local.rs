@@ -214,6 +214,12 @@ fn local_scr_finds_dropped_and_cloned_subjects_on_known_truth() {
     }
     let summary = std::fs::read_to_string(tmp.path().join("reports/test/summary.md")).unwrap();
     assert!(summary.contains("Local (per-subject) SCR"), "{summary}");
+    let local = std::fs::read_to_string(tmp.path().join("reports/test/local.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(local.lines().next().unwrap()).unwrap();
+    assert!(
+        line["local_scr"][&key].is_f64() && line["model"].is_string(),
+        "{line}"
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //!
 //! - `items.jsonl`: one line per item (model, prompt, seed, subject count, scene, the state of each
 //!   stage, the image digest and size, and the failure message if any);
-//! - `summary.md`: done / missing / failed per model × stage, and the failed items;
+//! - `summary.md`: done / missing / failed per model × stage, and the failed items; with detection
+//!   configured, the mean global and local (per-subject) SCR per model;
+//! - `local.jsonl` (with detection configured): one line per image with its local scores;
 //! - once images are scored: the `scores` crate's reports (`results.jsonl`, `summary.csv`,
 //!   `report.md`, the figures, and `report.html`: one self-contained page with the tables, figures
 //!   and a gallery of every image beside its references) over one [`scores::ImageScores`] per
@@ -32,6 +34,12 @@ pub(crate) fn write(dir: &Path, pipeline: &Pipeline, evaluated: &Evaluated) -> s
         &dir.join("summary.md"),
         summary(pipeline, evaluated).as_bytes(),
     )?;
+    if pipeline.stage_names().contains(&"local-score") {
+        write_atomic(
+            &dir.join("local.jsonl"),
+            local_lines(pipeline, evaluated)?.as_bytes(),
+        )?;
+    }
     if pipeline.stage_names().contains(&"score") {
         let scores = image_scores(pipeline, evaluated)?;
         let gallery = gallery(pipeline, evaluated)?;
@@ -194,6 +202,33 @@ fn summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
         }
     }
     out
+}
+
+/// One line per image whose local scores are computed: model, prompt, seed and the `local-score`
+/// output (local SCR per τ, per-subject matches, homogenisation, same-instance count).
+fn local_lines(pipeline: &Pipeline, evaluated: &Evaluated) -> std::io::Result<String> {
+    let mut lines = String::new();
+    for (item, states) in evaluated.iter().filter(|(item, _)| !item.is_reference()) {
+        let Some((_, StageState::Done(entry))) = states.iter().find(|(s, _)| *s == "local-score")
+        else {
+            continue;
+        };
+        let Some(digest) = entry.outputs.get("local") else {
+            continue;
+        };
+        let bytes = pipeline
+            .store
+            .read_blob(digest)
+            .map_err(std::io::Error::other)?;
+        let local: Value = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        let mut line = json!({"model": item.model, "prompt_id": item.prompt.id, "seed": item.seed});
+        if let (Value::Object(line), Value::Object(local)) = (&mut line, local) {
+            line.extend(local);
+        }
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    Ok(lines)
 }
 
 /// Mean global and local (per-subject) SCR per model and τ over the images that have both, when
