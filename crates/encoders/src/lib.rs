@@ -96,15 +96,19 @@ pub trait TextEncoder: Send + Sync {
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
 }
 
-/// Picks the compute device: CUDA device 0 when `gpu` is asked for and this build has the `cuda`
-/// feature, the CPU otherwise. The choice is logged.
+/// Picks the compute device: CUDA device 0 when `gpu` is asked for, the CPU otherwise. Asking for
+/// a GPU in a build without the `cuda` feature is an error, never a silent switch to the CPU. The
+/// choice is logged.
 pub fn select_device(gpu: bool) -> Result<Device> {
-    let device = if gpu && candle_core::utils::cuda_is_available() {
+    let device = if gpu {
+        if !candle_core::utils::cuda_is_available() {
+            return Err(Error::Input(
+                "a GPU was requested but this build has no CUDA support: rebuild with `--features cuda`"
+                    .into(),
+            ));
+        }
         Device::new_cuda(0)?
     } else {
-        if gpu {
-            tracing::warn!("GPU requested but this build has no CUDA support; using the CPU");
-        }
         Device::Cpu
     };
     tracing::info!(device = ?device, "encoder device");
