@@ -234,3 +234,41 @@ fn references_are_embedded_once_per_encoder_ever_and_a_broken_model_stops_the_ru
     );
     assert!(stderr.contains("the run stopped"), "{stderr}");
 }
+
+#[test]
+fn a_low_memory_run_gives_the_same_results_stage_by_stage() {
+    let fixtures = repo().join("tests/fixtures/encoders");
+    let study = |dir: &Path, low_memory: bool| {
+        let config = dir.join("study.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "study: test\nbenchmark: {data}\nseeds: [42, 43]\ncache: cache\nreports: reports\n\
+                 low_memory: {low_memory}\nencoders:\n  dinov2: {{model: {d2}}}\n  clip: {{model: {clip}}}\n\
+                 models:\n  m:\n    adapter: replay\n    dir: {data}/results/mosaic\n",
+                data = data().display(),
+                d2 = fixtures.join("dinov2_tiny").display(),
+                clip = fixtures.join("clip_tiny").display(),
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let narrow = ["--prompts", "01_no_interaction,16_no_interaction"];
+    let (normal, lean) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = run_json(&study(normal.path(), false), &narrow, 0);
+    let b = run_json(&study(lean.path(), true), &narrow, 0);
+    assert_eq!(
+        a["stages"], b["stages"],
+        "the same work, counted once per stage"
+    );
+    assert_eq!(a["items"], b["items"]);
+    let results =
+        |dir: &Path| std::fs::read_to_string(dir.join("reports/test/results.jsonl")).unwrap();
+    assert_eq!(results(normal.path()), results(lean.path()));
+    let again = run_json(&study(lean.path(), true), &narrow, 0);
+    assert_eq!(
+        computed(&again, "score") + computed(&again, "embed-clip"),
+        0
+    );
+}

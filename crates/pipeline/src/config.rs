@@ -45,6 +45,10 @@ pub struct StudyConfig {
     /// Subject detection for the per-subject (local) SCR; absent = no detection stages.
     #[serde(default)]
     pub detection: Option<DetectionConfig>,
+    /// Run stage by stage and free each stage's models when it is done, so that only one encoder
+    /// is loaded at a time (lower peak memory, same results).
+    #[serde(default)]
+    pub low_memory: bool,
     /// Models by name.
     pub models: BTreeMap<String, ModelConfig>,
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use encoders::{Checkpoint, ClipOptions, ImageEncoder, Interpolation, ModelSpec, TextEncoder};
 use preprocess::Preprocessor;
@@ -91,8 +91,9 @@ pub struct Encoder {
     device: candle_core::Device,
     /// Digests of the files that determine the outputs, computed once per run.
     files: OnceLock<Result<BTreeMap<String, String>, String>>,
-    image: OnceLock<Result<Arc<dyn ImageEncoder>, String>>,
-    text: OnceLock<Result<Arc<dyn TextEncoder>, String>>,
+    /// The loaded towers (or why they did not load); emptied by [`Encoder::release`].
+    image: Mutex<Option<Result<Arc<dyn ImageEncoder>, String>>>,
+    text: Mutex<Option<Result<Arc<dyn TextEncoder>, String>>>,
 }
 
 impl Encoder {
@@ -116,8 +117,8 @@ impl Encoder {
             checkpoint: Checkpoint::resolve(&spec)?,
             device: device.clone(),
             files: OnceLock::new(),
-            image: OnceLock::new(),
-            text: OnceLock::new(),
+            image: Mutex::new(None),
+            text: Mutex::new(None),
         })
     }
 
@@ -166,8 +167,23 @@ impl Encoder {
         Ok(model)
     }
 
-    pub(crate) fn image_encoder(&self) -> Result<&Arc<dyn ImageEncoder>, StageError> {
-        let loaded = self.image.get_or_init(|| {
+    /// Frees the loaded models (the next use loads them again): `low_memory` runs call it once
+    /// a stage is done with them.
+    pub(crate) fn release(&self) {
+        if let Ok(mut image) = self.image.lock() {
+            *image = None;
+        }
+        if let Ok(mut text) = self.text.lock() {
+            *text = None;
+        }
+    }
+
+    pub(crate) fn image_encoder(&self) -> Result<Arc<dyn ImageEncoder>, StageError> {
+        let mut slot = self
+            .image
+            .lock()
+            .map_err(|_| StageError::Fatal("encoder lock poisoned".into()))?;
+        let loaded = slot.get_or_insert_with(|| {
             let device = &self.device;
             let checkpoint = &self.checkpoint;
             tracing::info!(
@@ -209,11 +225,16 @@ impl Encoder {
         });
         loaded
             .as_ref()
+            .map(Arc::clone)
             .map_err(|message| StageError::Fatal(message.clone()))
     }
 
-    fn text_encoder(&self) -> Result<&Arc<dyn TextEncoder>, StageError> {
-        let loaded = self.text.get_or_init(|| {
+    fn text_encoder(&self) -> Result<Arc<dyn TextEncoder>, StageError> {
+        let mut slot = self
+            .text
+            .lock()
+            .map_err(|_| StageError::Fatal("encoder lock poisoned".into()))?;
+        let loaded = slot.get_or_insert_with(|| {
             let checkpoint = &self.checkpoint;
             tracing::info!(
                 "loading the CLIP text tower from {}",
@@ -237,6 +258,7 @@ impl Encoder {
         });
         loaded
             .as_ref()
+            .map(Arc::clone)
             .map_err(|message| StageError::Fatal(message.clone()))
     }
 }
@@ -288,6 +310,10 @@ impl EmbedStage {
 impl Stage for EmbedStage {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn release(&self) {
+        self.encoder.release();
     }
 
     fn version(&self) -> u32 {
@@ -406,6 +432,10 @@ impl TextEmbedStage {
 impl Stage for TextEmbedStage {
     fn name(&self) -> &'static str {
         "embed-clip-text"
+    }
+
+    fn release(&self) {
+        self.encoder.release();
     }
 
     fn version(&self) -> u32 {

@@ -226,19 +226,54 @@ impl Pipeline {
         cancel: CancellationToken,
     ) -> Result<RunSummary, PipelineError> {
         let items = self.items(selection)?;
+        let references = if self.uses_references() {
+            items::references(&self.bench, &items)
+        } else {
+            Vec::new()
+        };
+        // Normally one pass through every stage. With `low_memory`, one pass per stage, each
+        // stage's models released once every item is past it, so one model is loaded at a time.
+        let last = self.stages.len() - 1;
+        let passes: Vec<usize> = if self.config.low_memory && !options.dry_run {
+            (0..=last).collect()
+        } else {
+            vec![last]
+        };
         let mut summary = RunSummary::default();
-        if self.uses_references() {
-            // References first: every image's scores need them.
-            let references = items::references(&self.bench, &items);
-            summary = runner::run(self.clone(), references, options, cancel.clone()).await?;
-            let pipeline = self.clone();
-            tokio::task::spawn_blocking(move || pipeline.refresh_references())
-                .await
-                .map_err(|e| PipelineError::Internal(e.to_string()))?;
-        }
-        if summary.fatal.is_none() && !summary.interrupted {
-            let run = runner::run(self.clone(), items, options, cancel).await?;
-            summary.merge(run);
+        for upto in passes {
+            let mut pass = RunSummary::default();
+            if !references.is_empty() {
+                // References first: every image's scores need them.
+                pass = runner::run(
+                    self.clone(),
+                    references.clone(),
+                    options,
+                    cancel.clone(),
+                    upto,
+                )
+                .await?;
+                let pipeline = self.clone();
+                tokio::task::spawn_blocking(move || pipeline.refresh_references())
+                    .await
+                    .map_err(|e| PipelineError::Internal(e.to_string()))?;
+            }
+            if pass.fatal.is_none() && !pass.interrupted {
+                let run = runner::run(self.clone(), items.clone(), options, cancel.clone(), upto);
+                pass.merge(run.await?);
+            }
+            if self.config.low_memory && !options.dry_run {
+                // Earlier stages were counted by earlier passes.
+                let stage = self.stages[upto].name();
+                pass.stages.retain(|name, _| name == stage);
+                pass.failures.retain(|f| f.stage == stage);
+                self.stages[upto].release();
+            }
+            let stop = pass.fatal.is_some() || pass.interrupted;
+            summary.merge(pass);
+            summary.items = references.len() + items.len();
+            if stop {
+                break;
+            }
         }
         let pipeline = self.clone();
         let dry_run = options.dry_run;

@@ -64,6 +64,10 @@ impl Stage for EmbedCropsStage {
         "embed-crops"
     }
 
+    fn release(&self) {
+        self.encoder.release();
+    }
+
     fn version(&self) -> u32 {
         1
     }

@@ -129,14 +129,16 @@ struct Shared {
 /// How long a stage waits between tries of a lock held by another process.
 const LOCK_POLL: Duration = Duration::from_millis(25);
 
+/// Runs `items` through the stages up to and including the one at index `upto`.
 pub(crate) async fn run(
     pipeline: Arc<Pipeline>,
     items: Vec<Item>,
     options: &RunOptions,
     cancel: CancellationToken,
+    upto: usize,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
-    let stages = pipeline.stages.clone();
+    let stages: Vec<Arc<dyn Stage>> = pipeline.stages.iter().take(upto + 1).cloned().collect();
     let ready = stages
         .iter()
         .map(|s| {
@@ -246,7 +248,13 @@ fn progress_bars(stages: &[Arc<dyn Stage>], len: usize) -> Vec<ProgressBar> {
 async fn process(shared: &Arc<Shared>, item: Item) -> Vec<Outcome> {
     let mut upstream: BTreeMap<&'static str, ActionEntry> = BTreeMap::new();
     let mut outcomes = Vec::new();
-    for (index, stage) in shared.pipeline.stages.iter().enumerate() {
+    for (index, stage) in shared
+        .pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .take(shared.workers.len())
+    {
         if !stage.applies_to(&item) {
             outcomes.push(Outcome::NotApplicable);
             continue;

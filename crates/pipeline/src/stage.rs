@@ -87,6 +87,10 @@ pub trait Stage: Send + Sync {
         true
     }
 
+    /// Frees what the stage holds between runs (loaded models); called by `low_memory` runs once
+    /// every item is past this stage. The next use loads them again.
+    fn release(&self) {}
+
     /// How many items one [`Stage::run_batch`] call may take (1: no batching).
     fn batch_size(&self) -> usize {
         1
