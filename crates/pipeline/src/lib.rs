@@ -500,13 +500,13 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<20} {:<10} {:>6} {:>8} {:>7}",
+            "{:<20} {:<15} {:>6} {:>8} {:>7}",
             "model", "stage", "done", "missing", "failed"
         )?;
         for row in &self.rows {
             writeln!(
                 f,
-                "{:<20} {:<10} {:>6} {:>8} {:>7}",
+                "{:<20} {:<15} {:>6} {:>8} {:>7}",
                 row.model, row.stage, row.done, row.missing, row.failed
             )?;
         }

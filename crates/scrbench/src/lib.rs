@@ -351,12 +351,12 @@ fn run(study: &Study, args: RunArgs, progress: bool) -> Result<ExitCode> {
         println!("{} item stages would run", summary.would_run.len());
     } else {
         println!(
-            "{:<10} {:>7} {:>9} {:>7} {:>8}",
+            "{:<15} {:>7} {:>9} {:>7} {:>8}",
             "stage", "cached", "computed", "failed", "blocked"
         );
         for (stage, c) in &summary.stages {
             println!(
-                "{stage:<10} {:>7} {:>9} {:>7} {:>8}",
+                "{stage:<15} {:>7} {:>9} {:>7} {:>8}",
                 c.cached, c.computed, c.failed, c.blocked
             );
         }
