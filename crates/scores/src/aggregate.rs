@@ -29,6 +29,12 @@ pub enum Metric {
     Dinov2,
     /// SCR at the threshold written as in [`Metrics::scr`].
     Scr(String),
+    /// Per-subject (local) SCR at the threshold written as in [`Metrics::local_scr`].
+    LocalScr(String),
+    /// [`Metrics::homogenisation`].
+    Homogenisation,
+    /// [`Metrics::same_instance`].
+    SameInstance,
 }
 
 impl Metric {
@@ -49,10 +55,19 @@ impl Metric {
             Metric::Dino => metrics.dino,
             Metric::Dinov2 => metrics.dinov2,
             Metric::Scr(tau) => metrics.scr.get(tau).copied(),
+            Metric::LocalScr(tau) => metrics.local_scr.get(tau).copied(),
+            Metric::Homogenisation => metrics.homogenisation,
+            Metric::SameInstance => metrics.same_instance,
         }
     }
 
-    /// The paper's name: `CLIP-T`, `CLIP-I`, `DINO`, `DINOv2`, `SCR@0.4`.
+    /// Whether the value is a share, printed as a percentage (global and local SCR).
+    pub fn is_rate(&self) -> bool {
+        matches!(self, Metric::Scr(_) | Metric::LocalScr(_))
+    }
+
+    /// The paper's name: `CLIP-T`, `CLIP-I`, `DINO`, `DINOv2`, `SCR@0.4`; and ours:
+    /// `local SCR@0.4`, `homogenisation`, `same-instance`.
     pub fn title(&self) -> String {
         match self {
             Metric::ClipT => "CLIP-T".into(),
@@ -60,11 +75,15 @@ impl Metric {
             Metric::Dino => "DINO".into(),
             Metric::Dinov2 => "DINOv2".into(),
             Metric::Scr(tau) => format!("SCR@{tau}"),
+            Metric::LocalScr(tau) => format!("local SCR@{tau}"),
+            Metric::Homogenisation => "homogenisation".into(),
+            Metric::SameInstance => "same-instance".into(),
         }
     }
 }
 
-/// Column name: `clip_t`, `clip_i`, `dino`, `dinov2`, `scr@0.4`.
+/// Column name: `clip_t`, `clip_i`, `dino`, `dinov2`, `scr@0.4`, `local_scr@0.4`,
+/// `homogenisation`, `same_instance`.
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -73,6 +92,9 @@ impl fmt::Display for Metric {
             Metric::Dino => f.write_str("dino"),
             Metric::Dinov2 => f.write_str("dinov2"),
             Metric::Scr(tau) => write!(f, "scr@{tau}"),
+            Metric::LocalScr(tau) => write!(f, "local_scr@{tau}"),
+            Metric::Homogenisation => f.write_str("homogenisation"),
+            Metric::SameInstance => f.write_str("same_instance"),
         }
     }
 }
@@ -91,9 +113,12 @@ impl TryFrom<String> for Metric {
             "clip_i" => Ok(Metric::ClipI),
             "dino" => Ok(Metric::Dino),
             "dinov2" => Ok(Metric::Dinov2),
-            _ => match name.strip_prefix("scr@") {
-                Some(tau) => Ok(Metric::scr(tau)),
-                None => Err(format!("unknown metric {name:?}")),
+            "homogenisation" => Ok(Metric::Homogenisation),
+            "same_instance" => Ok(Metric::SameInstance),
+            _ => match (name.strip_prefix("scr@"), name.strip_prefix("local_scr@")) {
+                (Some(tau), _) => Ok(Metric::scr(tau)),
+                (_, Some(tau)) => Ok(Metric::LocalScr(tau.to_owned())),
+                _ => Err(format!("unknown metric {name:?}")),
             },
         }
     }
@@ -168,6 +193,9 @@ pub struct Summary {
     pub subject_counts: Vec<usize>,
     /// SCR thresholds present, ascending.
     pub thresholds: Vec<String>,
+    /// Local (per-subject) SCR thresholds present, ascending; empty without detection.
+    #[serde(default)]
+    pub local_thresholds: Vec<String>,
     pub bootstrap: Bootstrap,
     /// Per model: all, each N, each scene, each N × scene.
     pub cells: Vec<Cell>,
@@ -177,9 +205,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The metrics reported: the four similarities, then SCR at each threshold.
+    /// The metrics reported: the four similarities, SCR at each threshold, then (with detection)
+    /// local SCR at each threshold, homogenisation and same-instance.
     pub fn metrics(&self) -> Vec<Metric> {
-        metrics(&self.thresholds)
+        metrics(&self.thresholds, &self.local_thresholds)
+    }
+
+    /// Whether any image has local (detection-aware) scores.
+    pub fn has_local(&self) -> bool {
+        !self.local_thresholds.is_empty()
     }
 
     pub fn cell(
@@ -200,9 +234,32 @@ impl Summary {
     }
 }
 
-fn metrics(thresholds: &[String]) -> Vec<Metric> {
+fn metrics(thresholds: &[String], local_thresholds: &[String]) -> Vec<Metric> {
     let scr = thresholds.iter().map(|t| Metric::scr(t));
-    Metric::SIMILARITIES.into_iter().chain(scr).collect()
+    let local = local_thresholds
+        .iter()
+        .map(|t| Metric::LocalScr(t.clone()))
+        .chain(
+            (!local_thresholds.is_empty())
+                .then_some([Metric::Homogenisation, Metric::SameInstance])
+                .into_iter()
+                .flatten(),
+        );
+    Metric::SIMILARITIES
+        .into_iter()
+        .chain(scr)
+        .chain(local)
+        .collect()
+}
+
+/// The thresholds used as keys in `scores`, ascending by value.
+fn sorted_thresholds<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut thresholds: Vec<String> = keys.cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    thresholds.sort_by(|a, b| {
+        let num = |t: &str| t.parse::<f64>().unwrap_or(f64::INFINITY);
+        num(a).total_cmp(&num(b)).then_with(|| a.cmp(b))
+    });
+    thresholds
 }
 
 /// Aggregates per-image scores; an image listed twice (same model, prompt and seed) is an error.
@@ -229,17 +286,10 @@ pub fn aggregate(scores: &[ImageScores], bootstrap: &Bootstrap) -> Result<Summar
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut thresholds: Vec<String> = scores
-        .iter()
-        .flat_map(|s| s.metrics.scr.keys().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    thresholds.sort_by(|a, b| {
-        let num = |t: &str| t.parse::<f64>().unwrap_or(f64::INFINITY);
-        num(a).total_cmp(&num(b)).then_with(|| a.cmp(b))
-    });
-    let metrics = metrics(&thresholds);
+    let thresholds = sorted_thresholds(scores.iter().flat_map(|s| s.metrics.scr.keys()));
+    let local_thresholds =
+        sorted_thresholds(scores.iter().flat_map(|s| s.metrics.local_scr.keys()));
+    let metrics = metrics(&thresholds, &local_thresholds);
     let mut groups: Vec<(Option<usize>, Option<Scene>)> = vec![(None, None)];
     groups.extend(subject_counts.iter().map(|&n| (Some(n), None)));
     groups.extend(Scene::ALL.map(|scene| (None, Some(scene))));
@@ -293,6 +343,7 @@ pub fn aggregate(scores: &[ImageScores], bootstrap: &Bootstrap) -> Result<Summar
         models,
         subject_counts,
         thresholds,
+        local_thresholds,
         bootstrap: *bootstrap,
         cells,
         prompts,

@@ -14,7 +14,8 @@
 //!   reference thumbnails, the per-subject cosines (DINOv2, and CLIP-I/DINO where present), and
 //!   the subjects whose DINOv2 cosine is below τ marked as collapsed. τ is selectable (the
 //!   summary's thresholds, the headline one first selected), and the cards filter by model, N and
-//!   scene. The script is plain JavaScript; without it the page still shows everything, marked at
+//!   scene. With detection, each subject also shows the crop matched to it and its cosine, and
+//!   the card the local SCR. The script is plain JavaScript; without it the page still shows everything, marked at
 //!   the headline τ.
 //!
 //! Opened with `#selftest` in its URL, the script applies each filter and each τ, counts the cards
@@ -51,6 +52,8 @@ pub struct Gallery {
     pub images: BTreeMap<(String, String, u64), Vec<u8>>,
     /// Reference images keyed by subject name, as in [`crate::SubjectScores::name`].
     pub references: BTreeMap<String, Vec<u8>>,
+    /// The crop matched to each subject (detection), keyed by the image's key and the subject.
+    pub crops: BTreeMap<(String, String, u64, String), Vec<u8>>,
 }
 
 impl Gallery {
@@ -63,6 +66,28 @@ impl Gallery {
     /// Adds (or replaces) the thumbnail of one reference subject (PNG or JPEG bytes).
     pub fn insert_reference(&mut self, name: &str, bytes: Vec<u8>) {
         self.references.insert(name.to_owned(), bytes);
+    }
+
+    /// Adds (or replaces) the crop matched to `subject` in one generated image.
+    pub fn insert_crop(
+        &mut self,
+        (model, prompt_id, seed): (&str, &str, u64),
+        subject: &str,
+        bytes: Vec<u8>,
+    ) {
+        let key = (model.to_owned(), prompt_id.to_owned(), seed);
+        self.crops
+            .insert((key.0, key.1, key.2, subject.to_owned()), bytes);
+    }
+
+    fn crop(&self, scores: &ImageScores, subject: &str) -> Option<&[u8]> {
+        let key = (
+            scores.model.clone(),
+            scores.prompt_id.clone(),
+            scores.seed,
+            subject.to_owned(),
+        );
+        self.crops.get(&key).map(Vec::as_slice)
     }
 
     fn image(&self, scores: &ImageScores) -> Option<&[u8]> {
@@ -374,11 +399,15 @@ fn card(out: &mut String, image: &ImageScores, gallery: &Gallery, tau: &str, tau
             "reference image",
             "ref",
         );
+        if let Some(crop) = gallery.crop(image, &subject.name) {
+            thumbnail(out, Some(crop), "matched crop", "crop");
+        }
         write!(out, "<span class=\"name\">{}</span>", esc(&subject.name)).unwrap();
         for (title, value) in [
             ("DINOv2", subject.dinov2),
             ("CLIP-I", subject.clip_i),
             ("DINO", subject.dino),
+            ("crop DINOv2", subject.local),
         ] {
             if let Some(v) = value {
                 write!(out, "<span class=\"cos\">{title} {v:.3}</span>").unwrap();
@@ -415,6 +444,12 @@ fn card(out: &mut String, image: &ImageScores, gallery: &Gallery, tau: &str, tau
         }
         for (t, v) in &m.scr {
             parts.push(format!("SCR@{} {:.1}%", esc(t), v * 100.0));
+        }
+        for (t, v) in &m.local_scr {
+            parts.push(format!("local SCR@{} {:.1}%", esc(t), v * 100.0));
+        }
+        if let Some(h) = m.homogenisation {
+            parts.push(format!("homogenisation {h:.3}"));
         }
         out.push_str(&parts.join(" · "));
         out.push_str("</p>\n");
@@ -603,7 +638,8 @@ figure.plot svg { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
 .pair { display: flex; gap: 10px; align-items: flex-start; }
 img.gen { width: 160px; height: 160px; object-fit: cover; flex: none; }
 .gen.missing { width: 160px; height: 40px; flex: none; }
-img.ref, .ref.missing { width: 44px; height: 44px; object-fit: cover; flex: none; }
+img.ref, .ref.missing, img.crop { width: 44px; height: 44px; object-fit: cover; flex: none; }
+img.crop { object-fit: contain; outline: 1px dashed #999; }
 .missing { display: inline-flex; align-items: center; justify-content: center; background: #e8edf3;
   color: #5a6270; font-size: 11px; text-align: center; }
 ul.subjects { list-style: none; margin: 0; padding: 0; font-size: 12px; flex: 1; min-width: 0;

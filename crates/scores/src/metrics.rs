@@ -129,6 +129,7 @@ pub fn score_image(
             clip_i: at(&clip, i),
             dino: at(&dino, i),
             dinov2: at(&dinov2, i),
+            local: None,
         })
         .collect();
     Ok(Metrics {
@@ -138,6 +139,7 @@ pub fn score_image(
         dinov2: dinov2.as_deref().and_then(mean),
         scr,
         subjects,
+        ..Metrics::default()
     })
 }
 

@@ -105,7 +105,7 @@ pub fn import_paper_results(path: &Path) -> Result<Vec<ImageScores>, Error> {
                     dino: Some(record.dino),
                     dinov2: Some(record.dinov2),
                     scr: record.scr,
-                    subjects: Vec::new(),
+                    ..Metrics::default()
                 },
                 provenance: serde_json::json!({
                     "source": "paper",

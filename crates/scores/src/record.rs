@@ -66,15 +66,31 @@ pub struct Metrics {
     /// published scores have none).
     #[serde(default)]
     pub subjects: Vec<SubjectScores>,
+    /// Per-subject (local) SCR@τ from detected crops (DESIGN §3), keyed like [`Metrics::scr`];
+    /// empty without detection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub local_scr: BTreeMap<String, f64>,
+    /// Mean DINOv2 cosine between the matched crops of different subjects; `None` without
+    /// detection or with fewer than two matched subjects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homogenisation: Option<f64>,
+    /// How many subjects' best crop is also another subject's best crop (an instance serving
+    /// several identities); `None` without detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_instance: Option<f64>,
 }
 
-/// Cosines of the generated image against one reference subject.
+/// Cosines of the generated image (and of its matched crop) against one reference subject.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubjectScores {
     pub name: String,
     pub clip_i: Option<f64>,
     pub dino: Option<f64>,
     pub dinov2: Option<f64>,
+    /// DINOv2 cosine of the crop matched to this subject (detection); `None` when no crop was
+    /// matched or detection is not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<f64>,
 }
 
 /// The key SCR@τ is stored under: the threshold as Python prints it (`0.4`, `0.5`, `1.0`).

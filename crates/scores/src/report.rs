@@ -295,6 +295,10 @@ pub fn report_md(study: &str, summary: &Summary) -> String {
         }
     }
 
+    if summary.has_local() {
+        local_sections(&mut out, summary, &counts);
+    }
+
     writeln!(out, "\n## Failed images\n").unwrap();
     if summary.failed.is_empty() {
         out.push_str("None.\n");
@@ -311,6 +315,80 @@ pub fn report_md(study: &str, summary: &Summary) -> String {
         .unwrap();
     }
     out
+}
+
+/// Global beside local (per-subject) SCR by N and by scene, then homogenisation and
+/// same-instance by N, all with intervals.
+fn local_sections(out: &mut String, summary: &Summary, counts: &[Option<usize>]) {
+    let tau = summary
+        .headline_tau()
+        .filter(|t| summary.local_thresholds.iter().any(|l| l == t))
+        .or(summary.local_thresholds.first().map(String::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    let (global, local) = (Metric::scr(&tau), Metric::LocalScr(tau.clone()));
+    writeln!(
+        out,
+        "\n## Global and local SCR@{tau}, with 95% CI\n\n\
+         Global: the paper's SCR (the whole image against each reference). Local: each subject \
+         against the detected crop matched to it (one crop serves at most one subject); a subject \
+         with no crop counts as collapsed (DESIGN §3).\n"
+    )
+    .unwrap();
+    let models = &summary.models;
+    let columns = |out: &mut String, head: &str| {
+        write!(out, "| {head} |").unwrap();
+        for model in models {
+            write!(out, " {0} global | {0} local |", md(model)).unwrap();
+        }
+        writeln!(out, "\n|---|{}", "---|---|".repeat(models.len())).unwrap();
+    };
+    let pair = |out: &mut String, cell: Option<&Cell>, a: &Metric, b: &Metric| {
+        for metric in [a, b] {
+            let text = cell.map_or("–".into(), |c| with_ci(c, metric));
+            write!(out, " {text} |").unwrap();
+        }
+    };
+    let mut rows = counts.to_vec();
+    rows.push(None);
+    columns(out, "N");
+    for &n in &rows {
+        write!(out, "| {} |", n.map_or("all".into(), |n| n.to_string())).unwrap();
+        for model in models {
+            pair(out, summary.cell(model, n, None), &global, &local);
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    columns(out, "Scene");
+    for scene in Scene::ALL {
+        write!(out, "| {scene} |").unwrap();
+        for model in models {
+            pair(out, summary.cell(model, None, Some(scene)), &global, &local);
+        }
+        out.push('\n');
+    }
+    writeln!(
+        out,
+        "\n## Homogenisation and same-instance, with 95% CI\n\n\
+         Homogenisation: the mean DINOv2 cosine between the crops matched to different subjects \
+         (higher = the subjects look alike). Same-instance: subjects per image whose best crop is \
+         also another subject's best crop.\n"
+    )
+    .unwrap();
+    write!(out, "| N |").unwrap();
+    for model in models {
+        write!(out, " {0} homogenisation | {0} same-instance |", md(model)).unwrap();
+    }
+    writeln!(out, "\n|---|{}", "---|---|".repeat(models.len())).unwrap();
+    for &n in &rows {
+        write!(out, "| {} |", n.map_or("all".into(), |n| n.to_string())).unwrap();
+        for model in models {
+            let cell = summary.cell(model, n, None);
+            pair(out, cell, &Metric::Homogenisation, &Metric::SameInstance);
+        }
+        out.push('\n');
+    }
 }
 
 impl Summary {
@@ -365,20 +443,22 @@ fn header(out: &mut String, head: &str, models: &[String]) {
     writeln!(out, "\n|---|{}", "---|".repeat(models.len())).unwrap();
 }
 
-/// A mean as printed: SCR as a percentage with one decimal, similarities with three decimals.
+/// A mean as printed: SCR (global or local) as a percentage with one decimal, everything else
+/// with three decimals.
 fn value(metric: &Metric, x: f64) -> String {
-    match metric {
-        Metric::Scr(_) => format!("{:.1}%", x * 100.0),
-        _ => format!("{x:.3}"),
+    if metric.is_rate() {
+        format!("{:.1}%", x * 100.0)
+    } else {
+        format!("{x:.3}")
     }
 }
 
 /// Bounds as printed, without the unit: `93.1, 98.2` or `0.250, 0.270`.
 fn ci(stat: Option<&Stat>, metric: &Metric) -> String {
-    match (stat, metric) {
-        (Some(s), Metric::Scr(_)) => format!("{:.1}, {:.1}", s.lo * 100.0, s.hi * 100.0),
-        (Some(s), _) => format!("{:.3}, {:.3}", s.lo, s.hi),
-        (None, _) => "–".into(),
+    match stat {
+        Some(s) if metric.is_rate() => format!("{:.1}, {:.1}", s.lo * 100.0, s.hi * 100.0),
+        Some(s) => format!("{:.3}, {:.3}", s.lo, s.hi),
+        None => "–".into(),
     }
 }
 

@@ -217,3 +217,76 @@ fn import_errors_name_file_and_record() {
     );
     assert!(imported[0].metrics.subjects.is_empty());
 }
+
+/// With detection, local SCR, homogenisation and same-instance are aggregated like the paper's
+/// metrics (means with prompt-bootstrap intervals by N and scene) and shown beside the global SCR.
+#[test]
+fn local_metrics_are_aggregated_and_reported_beside_global_scr() {
+    let mut scores = toy_scores();
+    scores.remove(2); // the failed one
+    for (i, s) in scores.iter_mut().enumerate() {
+        s.metrics.local_scr = BTreeMap::from([("0.4".to_owned(), [0.0, 0.5, 1.0][i])]);
+        s.metrics.homogenisation = Some([0.2, 0.4, 0.9][i]);
+        s.metrics.same_instance = Some([0.0, 0.0, 2.0][i]);
+    }
+    let bootstrap = Bootstrap {
+        resamples: 200,
+        ..Bootstrap::default()
+    };
+    let summary = aggregate(&scores, &bootstrap).unwrap();
+    assert_eq!(summary.local_thresholds, ["0.4"]);
+    let all = summary.cell("toy", None, None).unwrap();
+    let local = all.stat(&Metric::LocalScr("0.4".into())).unwrap();
+    assert_eq!((local.n, local.mean), (3, 0.5));
+    assert!(local.lo <= local.mean && local.mean <= local.hi);
+    let homogenisation = all.stat(&Metric::Homogenisation).unwrap();
+    assert!((homogenisation.mean - 0.5).abs() < 1e-12);
+    assert_eq!(all.stat(&Metric::SameInstance).unwrap().mean, 2.0 / 3.0);
+    let by_scene = summary.cell("toy", None, Some(Scene::Neutral)).unwrap();
+    assert_eq!(by_scene.stat(&Metric::LocalScr("0.4".into())).unwrap().n, 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = ReportOptions {
+        bootstrap,
+        figures: false,
+    };
+    let files = write_report(dir.path(), "toy", &scores, &options).unwrap();
+    let md = std::fs::read_to_string(&files.report_md).unwrap();
+    let section = md
+        .split("## Global and local SCR@0.4")
+        .nth(1)
+        .expect("a global-vs-local section");
+    let row = section
+        .lines()
+        .find(|l| l.starts_with("| all |"))
+        .expect("an all row");
+    let global = all.stat(&Metric::scr("0.4")).unwrap();
+    assert_eq!(
+        row,
+        format!(
+            "| all | {:.1}% [{:.1}, {:.1}] | 50.0% [{:.1}, {:.1}] |",
+            global.mean * 100.0,
+            global.lo * 100.0,
+            global.hi * 100.0,
+            local.lo * 100.0,
+            local.hi * 100.0
+        )
+    );
+    assert!(md.contains("## Homogenisation and same-instance"), "{md}");
+    let csv = std::fs::read_to_string(&files.summary_csv).unwrap();
+    let header = csv.lines().next().unwrap();
+    for column in ["local_scr@0.4", "homogenisation_lo", "same_instance_hi"] {
+        assert!(header.split(',').any(|c| c == column), "{header}");
+    }
+    // Back from results.jsonl unchanged, and no local section without detection.
+    let jsonl = std::fs::read_to_string(&files.results).unwrap();
+    let back: Vec<ImageScores> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    scores.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    assert_eq!(back, scores);
+    let plain = write_report(dir.path(), "toy", &toy_scores(), &options).unwrap();
+    let md = std::fs::read_to_string(&plain.report_md).unwrap();
+    assert!(!md.contains("local"), "{md}");
+}
