@@ -51,6 +51,26 @@ pub struct StudyConfig {
     pub low_memory: bool,
     /// Models by name.
     pub models: BTreeMap<String, ModelConfig>,
+    /// Defaults for `scrbench run --executor slurm` (its flags override them); absent = none.
+    #[serde(default)]
+    pub slurm: Option<SlurmConfig>,
+}
+
+/// The `slurm:` section: defaults for the Slurm executor's flags and extra `#SBATCH` options.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// Array tasks (shards), like `--array N`.
+    pub array: Option<usize>,
+    /// GPUs per array task, like `--gpus-per-task`.
+    pub gpus_per_task: Option<u32>,
+    pub partition: Option<String>,
+    /// Time limit per task in any form `sbatch --time` takes, e.g. `4:00:00`.
+    pub time: Option<String>,
+    pub account: Option<String>,
+    /// More `sbatch` options, one per `#SBATCH` line of both scripts, e.g. `--mem=32G`.
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 /// How many items each stage works on at once.

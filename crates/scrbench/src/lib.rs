@@ -2,7 +2,10 @@
 //!
 //! Every command is a thin layer over the library crates: `run`, `status`, `explain` and `report`
 //! over [`pipeline`], `cache` over [`store`], `dataset` over [`dataset`], `benchmark` over
-//! [`benchmark`]. Errors are reported here, once, with their causes.
+//! [`benchmark`]. Errors are reported here, once, with their causes. `run --executor slurm`
+//! submits the run to Slurm instead ([`slurm`], scripts from [`cluster`]).
+
+mod slurm;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -10,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use pipeline::Pipeline;
 use pipeline::config::StudyConfig;
 use pipeline::items::{ItemId, Selection, Shard};
@@ -132,6 +135,20 @@ pub struct RunArgs {
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where the run happens: `local` (this process) or `slurm` (an array job over the shared
+    /// cache and a report job after it; `--dry-run` prints their scripts).
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    #[command(flatten)]
+    pub slurm: slurm::SlurmArgs,
+}
+
+/// Where `run` computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Executor {
+    #[default]
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,6 +330,12 @@ fn execute(cli: Cli, progress: bool) -> Result<ExitCode> {
 }
 
 fn run(study: &Study, args: RunArgs, progress: bool) -> Result<ExitCode> {
+    if args.executor == Executor::Slurm {
+        return slurm::submit(study, &args);
+    }
+    if !args.slurm.is_empty() {
+        bail!("--array, --gpus-per-task, --partition, --time and --account need --executor slurm");
+    }
     let pipeline = Arc::new(open(study)?);
     let selection = args.select.selection();
     let options = RunOptions {
