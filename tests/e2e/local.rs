@@ -212,8 +212,25 @@ fn local_scr_finds_dropped_and_cloned_subjects_on_known_truth() {
             collapsed as f64 / subjects.len() as f64
         );
     }
-    let summary = std::fs::read_to_string(tmp.path().join("reports/test/summary.md")).unwrap();
-    assert!(summary.contains("Local (per-subject) SCR"), "{summary}");
+    // Local SCR is aggregated with intervals beside the global SCR, and the matched crops show
+    // in the gallery.
+    let report = std::fs::read_to_string(tmp.path().join("reports/test/report.md")).unwrap();
+    assert!(
+        report.contains(&format!("## Global and local SCR@{key}, with 95% CI")),
+        "{report}"
+    );
+    assert!(report.contains("clone2 local"), "{report}");
+    let results = std::fs::read_to_string(tmp.path().join("reports/test/results.jsonl")).unwrap();
+    let record: Value = results
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["error"].is_null())
+        .expect("a scored image");
+    assert!(record["local_scr"][&key].is_f64(), "{record}");
+    let subjects = record["subjects"].as_array().unwrap();
+    assert!(subjects.iter().any(|s| s["local"].is_f64()), "{record}");
+    let html = std::fs::read_to_string(tmp.path().join("reports/test/report.html")).unwrap();
+    assert!(html.contains("<img class=\"crop\" alt=\"matched crop\""));
     let local = std::fs::read_to_string(tmp.path().join("reports/test/local.jsonl")).unwrap();
     let line: Value = serde_json::from_str(local.lines().next().unwrap()).unwrap();
     assert!(
@@ -258,4 +275,103 @@ fn the_oracle_detector_fails_items_without_compose_truth() {
         text.contains("the oracle detector needs compose's ground truth"),
         "{text}"
     );
+}
+
+/// A compose study with an OWL detector from a tiny random checkpoint in the HF layout.
+fn write_owl_study(dir: &Path, variant: &str, threshold: f64) -> PathBuf {
+    let text = format!(
+        "study: test\nbenchmark: {data}\nseeds: [42]\ncache: cache\nreports: reports\n\
+         encoders:\n  dinov2:\n    model: {dinov2}\n\
+         detection:\n  detector: {variant}\n  model: {model}\n  threshold: {threshold}\n\
+         models:\n  k0:\n    adapter: compose\n    size: 256\n",
+        data = data().display(),
+        dinov2 = repo().join("tests/fixtures/encoders/dinov2_tiny").display(),
+        model = repo()
+            .join(format!("tests/fixtures/detectors/{variant}_tiny"))
+            .display(),
+    );
+    let path = dir.join("study.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// OWL-ViT and OWLv2 run in `detect` from HF checkpoints: each image's stored detections are
+/// exactly what the `detectors` crate finds in that image for the subjects' names; crops and local
+/// scores follow; a new score threshold re-runs detection and what follows it, nothing before.
+#[test]
+fn owl_detectors_run_in_the_detect_stage() {
+    let prompts = "17_no_interaction,42_interaction";
+    for variant in ["owlvit", "owlv2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = write_owl_study(tmp.path(), variant, 0.3);
+        let summary = run_json(&config, &["--prompts", prompts], 0);
+        assert_eq!(computed(&summary, "detect"), 2, "{variant}: {summary}");
+        assert_eq!(computed(&summary, "local-score"), 2, "{variant}: {summary}");
+
+        let checkpoint = encoders::Checkpoint::from_dir(
+            &repo().join(format!("tests/fixtures/detectors/{variant}_tiny")),
+        )
+        .unwrap();
+        let options = detectors::OwlOptions {
+            threshold: 0.3,
+            ..detectors::OwlOptions::default()
+        };
+        let owl =
+            detectors::OwlDetector::load(&checkpoint, options, &candle_core::Device::Cpu).unwrap();
+        let mut boxes = 0;
+        for line in items_jsonl(tmp.path()).lines() {
+            let line: Value = serde_json::from_str(line).unwrap();
+            if line["model"] != "k0" || !prompts.split(',').any(|p| line["prompt_id"] == p) {
+                continue;
+            }
+            let stages = &line["stages"];
+            let digest = stages["generate"]["outputs"]["image"].as_str().unwrap();
+            let image = std::fs::read(
+                tmp.path()
+                    .join("cache/blobs")
+                    .join(&digest[..2])
+                    .join(digest),
+            )
+            .unwrap();
+            let image = image::load_from_memory(&image).unwrap().to_rgb8();
+            let stored = blob(tmp.path(), &stages["detect"]["outputs"]["detections"]);
+            let queries: Vec<String> = serde_json::from_value(stored["queries"].clone()).unwrap();
+            assert!(!queries.is_empty());
+            use detectors::Detector as _;
+            let expected = owl.detect(&image, &queries).unwrap();
+            let found: Vec<detectors::Detection> =
+                serde_json::from_value(stored["detections"].clone()).unwrap();
+            assert_eq!(found, expected, "{variant}: {}", line["prompt_id"]);
+            boxes += found.len();
+            let crops = blob(tmp.path(), &stages["crop"]["outputs"]["crops"]);
+            let kept = crops["crops"].as_array().unwrap().len();
+            let dropped = crops["dropped"].as_array().unwrap().len();
+            assert_eq!(kept + dropped, found.len(), "{crops}");
+        }
+        assert!(boxes > 0, "{variant}: the fixture finds boxes at 0.3");
+
+        let config = write_owl_study(tmp.path(), variant, 0.5);
+        let second = run_json(&config, &["--prompts", prompts], 0);
+        for stage in ["generate", "embed-dinov2", "score"] {
+            assert_eq!(computed(&second, stage), 0, "{variant} {stage}: {second}");
+        }
+        assert_eq!(computed(&second, "detect"), 2, "{variant}: {second}");
+    }
+}
+
+/// A detector checkpoint that is not there stops the study at open, naming what is missing.
+#[test]
+fn a_missing_detector_checkpoint_is_an_error_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_owl_study(tmp.path(), "owlv2", 0.1);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("owlv2_tiny", "no_such_model");
+    std::fs::write(&config, text).unwrap();
+    let out = run_ok(
+        scrbench(&config).args(["run", "--prompts", "17_no_interaction"]),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_model"), "{stderr}");
 }

@@ -186,12 +186,8 @@ impl StudyConfig {
                     .into(),
             ));
         }
-        if let Some(d) = &config.detection
-            && !(d.min_area_fraction >= 0.0 && d.min_side_fraction >= 0.0)
-        {
-            return Err(invalid(
-                "`detection:` minimum fractions must be non-negative".into(),
-            ));
+        if let Some(detection) = &config.detection {
+            detection.validate().map_err(invalid)?;
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() {
@@ -203,6 +199,9 @@ impl StudyConfig {
         config.cache = base.join(&config.cache);
         config.reports = base.join(&config.reports);
         config.encoders.resolve_paths(&base);
+        if let Some(detection) = &mut config.detection {
+            detection.resolve_paths(&base);
+        }
         for model in config.models.values_mut() {
             if let ModelConfig::Replay(settings) = model {
                 settings.dir = base.join(&settings.dir);

@@ -2,12 +2,14 @@
 //!
 //! - `detect` finds each reference subject in a generated image: one [`Detection`] per box, with
 //!   the index of the query (subject) it answers, a score and a pixel box. The `oracle` detector
-//!   reads the boxes the `compose` generator recorded as ground truth; open-vocabulary models
-//!   (OWL) plug in through [`Detector`].
+//!   reads the boxes the `compose` generator recorded as ground truth; the open-vocabulary models
+//!   (OWL-ViT, OWLv2 from the `detectors` crate) and external detectors run behind
+//!   [`detectors::Detector`], queried with each subject's name through a template.
 //! - `crop` cuts every detection out of the image (optionally padded to a square with white),
 //!   drops boxes that are too small (XVerse's rule: area below `(min_area_fraction·W)²` or a side
 //!   below `min_side_fraction·W`, `W` the image width), and stores each crop as a PNG blob
-//!   (`crop.0`, `crop.1`, …) plus a `crops` JSON listing box, query and score per crop.
+//!   (`crop.0`, `crop.1`, …) with a thumbnail for the report's gallery (`thumb.0`, …), plus a
+//!   `crops` JSON listing box, query and score per crop.
 //!
 //! Both apply to generated images only, and only when `detection:` is configured.
 
@@ -20,25 +22,10 @@ use serde_json::{Value, json};
 use store::ActionKey;
 
 use crate::items::Item;
-use crate::stage::{Context, Output, Stage, StageError, StageOutput, new_key};
+use crate::lazy::{FileDigests, LazyModel};
+use crate::stage::{Context, Output, Stage, StageError, StageOutput, new_key, thumbnail_png};
 
-/// One detected instance: which query (subject index) it answers, how sure, and where
-/// (`[x0, y0, x1, y1]` in pixels, half-open).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    pub query: usize,
-    pub score: f32,
-    pub bbox: [f32; 4],
-}
-
-/// An open-vocabulary detector: the same shape as the `detectors` crate's trait, so its OWL
-/// models can be wrapped here without changing the stages.
-pub trait Detector: Send + Sync {
-    /// What identifies the model and its settings in keys (no local paths).
-    fn identity(&self) -> Value;
-    /// Detections of `queries` (subject names) in `image`.
-    fn detect(&self, image: &RgbImage, queries: &[String]) -> Result<Vec<Detection>, String>;
-}
+pub use detectors::{Detection, Detector};
 
 /// Which detector the study uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +34,21 @@ pub enum DetectorChoice {
     /// The boxes `compose` recorded (ground truth); other generators fail.
     #[default]
     Oracle,
+    /// OWL-ViT (`google/owlvit-base-patch32` unless `model:` says otherwise).
+    Owlvit,
+    /// OWLv2 (`google/owlv2-base-patch16-ensemble` unless `model:` says otherwise).
+    Owlv2,
+}
+
+impl DetectorChoice {
+    /// The checkpoint used when `model:` is not set.
+    pub fn default_model(self) -> Option<&'static str> {
+        match self {
+            DetectorChoice::Oracle => None,
+            DetectorChoice::Owlvit => Some("google/owlvit-base-patch32"),
+            DetectorChoice::Owlv2 => Some("google/owlv2-base-patch16-ensemble"),
+        }
+    }
 }
 
 /// How crops are assigned to subjects (one crop serves at most one subject).
@@ -75,6 +77,17 @@ pub struct DetectionConfig {
     pub min_area_fraction: f64,
     /// Drop boxes with a side below `min_side_fraction·W` (default 0.0125: XVerse's `(W/20)/4`).
     pub min_side_fraction: f64,
+    /// Model detectors: a hub id (resolved in the local hub cache) or a directory in the HF layout
+    /// (relative to the config file); default [`DetectorChoice::default_model`].
+    pub model: Option<String>,
+    /// Hub revision (branch, tag or commit); default `main`.
+    pub revision: Option<String>,
+    /// Query text per subject; `{}` is replaced by the subject's name.
+    pub template: String,
+    /// Keep boxes scoring strictly above this (transformers' default 0.1).
+    pub threshold: f32,
+    /// Per-query non-maximum suppression at this IoU; `null` keeps every box.
+    pub nms_iou: Option<f32>,
 }
 
 impl Default for DetectionConfig {
@@ -85,6 +98,45 @@ impl Default for DetectionConfig {
             pad_square: true,
             min_area_fraction: 0.05,
             min_side_fraction: 0.0125,
+            model: None,
+            revision: None,
+            template: detectors::OwlOptions::default().template,
+            threshold: detectors::OwlOptions::default().threshold,
+            nms_iou: detectors::OwlOptions::default().nms_iou,
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// Checks what serde cannot; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.min_area_fraction >= 0.0 && self.min_side_fraction >= 0.0) {
+            return Err("`detection:` minimum fractions must be non-negative".into());
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!(
+                "`detection: threshold: {}` must be within [0, 1]",
+                self.threshold
+            ));
+        }
+        if let Some(iou) = self.nms_iou
+            && !(0.0..=1.0).contains(&iou)
+        {
+            return Err(format!("`detection: nms_iou: {iou}` must be within [0, 1]"));
+        }
+        if self.detector == DetectorChoice::Oracle && self.model.is_some() {
+            return Err("`detection: model:` needs a model detector (owlvit, owlv2)".into());
+        }
+        Ok(())
+    }
+
+    /// Resolves a local model directory against `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(model) = &mut self.model {
+            let local = base.join(&*model);
+            if local.is_dir() {
+                *model = local.display().to_string();
+            }
         }
     }
 }
@@ -97,20 +149,82 @@ pub struct Detections {
     pub detections: Vec<Detection>,
 }
 
-/// The `detect` stage.
-pub struct DetectStage {
-    pub detector: DetectorChoice,
-    /// A model detector; `None` for the oracle.
-    pub model: Option<Arc<dyn Detector>>,
+/// An OWL checkpoint, resolved when the study opens and loaded on the first image a run detects.
+pub struct OwlModel {
+    checkpoint: encoders::Checkpoint,
+    options: detectors::OwlOptions,
+    device: candle_core::Device,
+    files: FileDigests,
+    model: LazyModel<detectors::OwlDetector>,
 }
 
-impl DetectStage {
-    pub fn new(config: &DetectionConfig) -> DetectStage {
-        DetectStage {
-            detector: config.detector,
-            model: None,
+impl OwlModel {
+    /// Resolves the configured checkpoint (no weights read): a missing model is an error at open.
+    pub fn resolve(
+        config: &DetectionConfig,
+        device: &candle_core::Device,
+    ) -> Result<OwlModel, encoders::Error> {
+        let model = config
+            .model
+            .clone()
+            .or(config.detector.default_model().map(str::to_owned))
+            .unwrap_or_default();
+        let mut spec = encoders::ModelSpec::new(model);
+        if let Some(revision) = &config.revision {
+            spec = spec.with_revision(revision.clone());
         }
+        let checkpoint = encoders::Checkpoint::resolve(&spec)?;
+        let mut files = vec![checkpoint.config_file.clone()];
+        files.extend(checkpoint.weight_files.iter().cloned());
+        for name in ["tokenizer.json", "preprocessor_config.json"] {
+            files.extend(checkpoint.file(name));
+        }
+        Ok(OwlModel {
+            options: detectors::OwlOptions {
+                template: config.template.clone(),
+                threshold: config.threshold,
+                nms_iou: config.nms_iou,
+                ..detectors::OwlOptions::default()
+            },
+            files: FileDigests::new(files),
+            checkpoint,
+            device: device.clone(),
+            model: LazyModel::default(),
+        })
     }
+
+    /// The model part of a key: file digests, options and implementation, no local paths.
+    fn model_key(&self, cx: &Context) -> Result<BTreeMap<String, String>, StageError> {
+        let mut model = self.files.get(cx)?;
+        model.insert("detector".into(), "owl".into());
+        model.insert("options".into(), json!(self.options).to_string());
+        model.insert(
+            "implementation".into(),
+            detectors::IMPLEMENTATION_VERSION.to_string(),
+        );
+        model.insert("dtype".into(), "f32".into());
+        if let Some(revision) = &self.checkpoint.revision {
+            model.insert("hub_id".into(), self.checkpoint.model.clone());
+            model.insert("revision".into(), revision.clone());
+        }
+        Ok(model)
+    }
+
+    fn detector(&self) -> Result<Arc<detectors::OwlDetector>, StageError> {
+        self.model.get(|| {
+            let dir = self.checkpoint.dir.display();
+            tracing::info!("loading the detector from {dir}");
+            detectors::OwlDetector::load(&self.checkpoint, self.options.clone(), &self.device)
+                .map(Arc::new)
+                .map_err(|e| format!("cannot load the detector from {dir}: {e}"))
+        })
+    }
+}
+
+/// The `detect` stage.
+pub struct DetectStage {
+    /// A model detector; `None` for the oracle.
+    pub model: Option<OwlModel>,
 }
 
 const ORACLE_NEEDS_TRUTH: &str = "the oracle detector needs compose's ground truth (a `truth` \
@@ -129,6 +243,12 @@ impl Stage for DetectStage {
         !item.is_reference()
     }
 
+    fn release(&self) {
+        if let Some(model) = &self.model {
+            model.model.release();
+        }
+    }
+
     fn key(&self, cx: &Context) -> Result<ActionKey, StageError> {
         let mut key = new_key(self);
         key.params
@@ -143,10 +263,7 @@ impl Stage for DetectStage {
                     key.inputs.insert("truth".into(), truth);
                 }
             }
-            Some(model) => {
-                key.model
-                    .insert("detector".into(), model.identity().to_string());
-            }
+            Some(model) => key.model = model.model_key(cx)?,
         }
         Ok(key)
     }
@@ -167,7 +284,10 @@ impl Stage for DetectStage {
             }
             Some(model) => {
                 let image = decode(cx, key)?;
-                model.detect(&image, &queries).map_err(StageError::Failed)?
+                let detector = model.detector()?;
+                detector
+                    .detect(&image, &queries)
+                    .map_err(|e| StageError::Failed(format!("detector: {e}")))?
             }
         };
         let count = detections.len();
@@ -240,6 +360,9 @@ pub struct Crops {
     pub dropped: Vec<Value>,
 }
 
+/// Longest side of a crop's thumbnail (`thumb.{index}`) in pixels.
+const CROP_THUMBNAIL: u32 = 64;
+
 /// The `crop` stage.
 pub struct CropStage {
     pub config: DetectionConfig,
@@ -251,7 +374,7 @@ impl Stage for CropStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn applies_to(&self, item: &Item) -> bool {
@@ -324,6 +447,10 @@ impl Stage for CropStage {
                 .map_err(|e| StageError::Failed(format!("cannot encode a crop: {e}")))?;
             let index = crops.crops.len();
             outputs.insert(format!("crop.{index}"), Output::Bytes(png));
+            outputs.insert(
+                format!("thumb.{index}"),
+                Output::Bytes(thumbnail_png(crop, CROP_THUMBNAIL)?),
+            );
             crops.crops.push(Crop {
                 index,
                 query: detection.query,

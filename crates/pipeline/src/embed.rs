@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use encoders::{Checkpoint, ClipOptions, ImageEncoder, Interpolation, ModelSpec, TextEncoder};
 use preprocess::Preprocessor;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{ActionKey, Digest};
 
+use crate::lazy::{FileDigests, LazyModel};
 use crate::stage::{Context, Output, Stage, StageError, StageOutput, new_key};
 
 /// Which encoder family a stage runs.
@@ -90,10 +91,10 @@ pub struct Encoder {
     checkpoint: Checkpoint,
     device: candle_core::Device,
     /// Digests of the files that determine the outputs, computed once per run.
-    files: OnceLock<Result<BTreeMap<String, String>, String>>,
-    /// The loaded towers (or why they did not load); emptied by [`Encoder::release`].
-    image: Mutex<Option<Result<Arc<dyn ImageEncoder>, String>>>,
-    text: Mutex<Option<Result<Arc<dyn TextEncoder>, String>>>,
+    files: FileDigests,
+    /// The towers, loaded on first use; emptied by [`Encoder::release`].
+    image: LazyModel<dyn ImageEncoder>,
+    text: LazyModel<dyn TextEncoder>,
 }
 
 impl Encoder {
@@ -111,43 +112,26 @@ impl Encoder {
         if let Some(revision) = &config.revision {
             spec = spec.with_revision(revision.clone());
         }
+        let checkpoint = Checkpoint::resolve(&spec)?;
+        let mut files = vec![checkpoint.config_file.clone()];
+        files.extend(checkpoint.weight_files.iter().cloned());
+        if family == Family::Clip {
+            files.extend(checkpoint.file("tokenizer.json"));
+        }
         Ok(Encoder {
             family,
             config: config.clone(),
-            checkpoint: Checkpoint::resolve(&spec)?,
+            checkpoint,
             device: device.clone(),
-            files: OnceLock::new(),
-            image: Mutex::new(None),
-            text: Mutex::new(None),
+            files: FileDigests::new(files),
+            image: LazyModel::default(),
+            text: LazyModel::default(),
         })
-    }
-
-    fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.checkpoint.config_file.clone()];
-        files.extend(self.checkpoint.weight_files.iter().cloned());
-        if self.family == Family::Clip {
-            files.extend(self.checkpoint.file("tokenizer.json"));
-        }
-        files
     }
 
     /// The model part of a key: what identifies the weights, without local paths.
     pub(crate) fn model_key(&self, cx: &Context) -> Result<BTreeMap<String, String>, StageError> {
-        let digests = self.files.get_or_init(|| {
-            self.files()
-                .iter()
-                .map(|file| {
-                    let name = file
-                        .file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                    cx.store
-                        .file_digest(file)
-                        .map(|d| (format!("file.{name}"), d.to_string()))
-                        .map_err(|e| e.to_string())
-                })
-                .collect()
-        });
-        let mut model = digests.clone().map_err(StageError::Failed)?;
+        let mut model = self.files.get(cx)?;
         model.insert("family".into(), self.family.name().into());
         model.insert(
             "implementation".into(),
@@ -170,20 +154,12 @@ impl Encoder {
     /// Frees the loaded models (the next use loads them again): `low_memory` runs call it once
     /// a stage is done with them.
     pub(crate) fn release(&self) {
-        if let Ok(mut image) = self.image.lock() {
-            *image = None;
-        }
-        if let Ok(mut text) = self.text.lock() {
-            *text = None;
-        }
+        self.image.release();
+        self.text.release();
     }
 
     pub(crate) fn image_encoder(&self) -> Result<Arc<dyn ImageEncoder>, StageError> {
-        let mut slot = self
-            .image
-            .lock()
-            .map_err(|_| StageError::Fatal("encoder lock poisoned".into()))?;
-        let loaded = slot.get_or_insert_with(|| {
+        self.image.get(|| {
             let device = &self.device;
             let checkpoint = &self.checkpoint;
             tracing::info!(
@@ -222,19 +198,11 @@ impl Encoder {
                     checkpoint.dir.display()
                 )
             })
-        });
-        loaded
-            .as_ref()
-            .map(Arc::clone)
-            .map_err(|message| StageError::Fatal(message.clone()))
+        })
     }
 
     fn text_encoder(&self) -> Result<Arc<dyn TextEncoder>, StageError> {
-        let mut slot = self
-            .text
-            .lock()
-            .map_err(|_| StageError::Fatal("encoder lock poisoned".into()))?;
-        let loaded = slot.get_or_insert_with(|| {
+        self.text.get(|| {
             let checkpoint = &self.checkpoint;
             tracing::info!(
                 "loading the CLIP text tower from {}",
@@ -255,11 +223,7 @@ impl Encoder {
                     checkpoint.dir.display()
                 )
             })
-        });
-        loaded
-            .as_ref()
-            .map(Arc::clone)
-            .map_err(|message| StageError::Fatal(message.clone()))
+        })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod detect;
 pub mod embed;
 pub mod explain;
 pub mod items;
+mod lazy;
 pub mod local;
 pub mod report;
 pub mod runner;
@@ -43,28 +44,31 @@ pub use explain::Explanation;
 pub enum PipelineError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("benchmark {path}: {source}")]
+    // Causes are `source`s: the binary prints the chain (`{:#}`), so messages do not repeat them.
+    #[error("benchmark {path}")]
     Benchmark {
         path: PathBuf,
         source: Box<benchmark::Error>,
     },
-    #[error("model `{model}`: {source}")]
+    #[error("model `{model}`")]
     Model {
         model: String,
         source: generate::Error,
     },
-    #[error("encoder `{encoder}`: {source}")]
+    #[error("encoder `{encoder}`")]
     Encoder {
         encoder: &'static str,
         source: encoders::Error,
     },
-    #[error("cache {path}: {source}")]
+    #[error("detector")]
+    Detector { source: encoders::Error },
+    #[error("cache {path}")]
     Store { path: PathBuf, source: store::Error },
     #[error(transparent)]
     Selection(#[from] items::SelectionError),
     #[error("no item `{0}` in this study")]
     UnknownItem(String),
-    #[error("{path}: cannot write report: {source}")]
+    #[error("{path}: cannot write report")]
     Report {
         path: PathBuf,
         source: std::io::Error,
@@ -140,7 +144,14 @@ impl Pipeline {
         }
         // Detection stages come after `score`, so an image whose detection fails is still scored.
         if let (Some(detection), Some(dinov2)) = (&config.detection, dinov2) {
-            stages.push(Arc::new(detect::DetectStage::new(detection)));
+            let model = match detection.detector {
+                detect::DetectorChoice::Oracle => None,
+                detect::DetectorChoice::Owlvit | detect::DetectorChoice::Owlv2 => Some(
+                    detect::OwlModel::resolve(detection, &device(&config)?)
+                        .map_err(|source| PipelineError::Detector { source })?,
+                ),
+            };
+            stages.push(Arc::new(detect::DetectStage { model }));
             stages.push(Arc::new(detect::CropStage {
                 config: detection.clone(),
             }));
@@ -390,15 +401,7 @@ fn embedding_stages(config: &StudyConfig) -> Result<EmbeddingStages, PipelineErr
     if encoders.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let device = match config.device {
-        config::DeviceChoice::Cpu => candle_core::Device::Cpu,
-        config::DeviceChoice::Cuda => {
-            candle_core::Device::new_cuda(0).map_err(|e| PipelineError::Encoder {
-                encoder: "device",
-                source: encoders::Error::from(e),
-            })?
-        }
-    };
+    let device = device(config)?;
     tracing::info!("encoders run on {device:?}");
     let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
     let mut dinov2 = None;
@@ -429,6 +432,19 @@ fn embedding_stages(config: &StudyConfig) -> Result<EmbeddingStages, PipelineErr
         }
     }
     Ok((stages, dinov2))
+}
+
+/// The device the configured models run on.
+fn device(config: &StudyConfig) -> Result<candle_core::Device, PipelineError> {
+    match config.device {
+        config::DeviceChoice::Cpu => Ok(candle_core::Device::Cpu),
+        config::DeviceChoice::Cuda => {
+            candle_core::Device::new_cuda(0).map_err(|e| PipelineError::Encoder {
+                encoder: "device",
+                source: encoders::Error::from(e),
+            })
+        }
+    }
 }
 
 type EmbeddingStages = (Vec<Arc<dyn Stage>>, Option<Arc<embed::Encoder>>);

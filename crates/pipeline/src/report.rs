@@ -2,13 +2,14 @@
 //!
 //! - `items.jsonl`: one line per item (model, prompt, seed, subject count, scene, the state of each
 //!   stage, the image digest and size, and the failure message if any);
-//! - `summary.md`: done / missing / failed per model × stage, and the failed items; with detection
-//!   configured, the mean global and local (per-subject) SCR per model;
+//! - `summary.md`: done / missing / failed per model × stage, and the failed items;
 //! - `local.jsonl` (with detection configured): one line per image with its local scores;
 //! - once images are scored: the `scores` crate's reports (`results.jsonl`, `summary.csv`,
 //!   `report.md`, the figures, and `report.html`: one self-contained page with the tables, figures
 //!   and a gallery of every image beside its references) over one [`scores::ImageScores`] per
-//!   image, where an image that failed or is not computed yet is listed with its reason, never
+//!   image; with detection, each record also carries the image's local scores (local SCR,
+//!   homogenisation, same-instance, each subject's matched-crop cosine) and the gallery the
+//!   matched crops, so local SCR is aggregated and shown beside the global SCR; where an image that failed or is not computed yet is listed with its reason, never
 //!   left out.
 //!
 //! All are deterministic: the same store gives byte-identical files.
@@ -19,6 +20,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use crate::items::Item;
+use crate::local::LocalScores;
 use crate::runner::StageState;
 use crate::{Evaluated, Pipeline, Status};
 
@@ -89,6 +91,11 @@ fn image_scores(
                     .read_blob(digest)
                     .map_err(std::io::Error::other)?;
                 record.metrics = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                if let Some(local) =
+                    done_json::<LocalScores>(pipeline, states, "local-score", "local")?
+                {
+                    merge_local(&mut record.metrics, local);
+                }
             }
             _ => {
                 let failed = states
@@ -103,10 +110,64 @@ fn image_scores(
     Ok(records)
 }
 
-/// The thumbnails the `inspect` stage stored, for the report's gallery.
+/// The JSON output `output` of `stage` when that stage is done for the item.
+fn done_json<T: serde::de::DeserializeOwned>(
+    pipeline: &Pipeline,
+    states: &[(&'static str, StageState)],
+    stage: &str,
+    output: &str,
+) -> std::io::Result<Option<T>> {
+    let Some((_, StageState::Done(entry))) = states.iter().find(|(s, _)| *s == stage) else {
+        return Ok(None);
+    };
+    let Some(digest) = entry.outputs.get(output) else {
+        return Ok(None);
+    };
+    let bytes = pipeline
+        .store
+        .read_blob(digest)
+        .map_err(std::io::Error::other)?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        std::io::Error::other(format!(
+            "{stage} output `{output}` ({digest}) does not parse: {e}"
+        ))
+    })
+}
+
+/// Adds an image's local (detection-aware) scores to its paper metrics.
+fn merge_local(metrics: &mut scores::Metrics, local: LocalScores) {
+    metrics.local_scr = local.local_scr;
+    metrics.homogenisation = local.homogenisation;
+    metrics.same_instance = Some(local.same_instance as f64);
+    for (subject, verdict) in metrics.subjects.iter_mut().zip(&local.subjects) {
+        subject.local = verdict.cosine;
+    }
+}
+
+/// The thumbnails the `inspect` stage stored, and those of the crops matched to subjects, for
+/// the report's gallery.
 fn gallery(pipeline: &Pipeline, evaluated: &Evaluated) -> std::io::Result<scores::Gallery> {
     let mut gallery = scores::Gallery::default();
     for (item, states) in evaluated {
+        if let (Some(local), Some((_, StageState::Done(crop)))) = (
+            done_json::<LocalScores>(pipeline, states, "local-score", "local")?,
+            states.iter().find(|(s, _)| *s == "crop"),
+        ) {
+            for subject in &local.subjects {
+                let Some(digest) = subject
+                    .crop
+                    .and_then(|i| crop.outputs.get(&format!("thumb.{i}")))
+                else {
+                    continue;
+                };
+                let bytes = pipeline
+                    .store
+                    .read_blob(digest)
+                    .map_err(std::io::Error::other)?;
+                let key = (item.model.as_str(), item.prompt.id.as_str(), item.seed);
+                gallery.insert_crop(key, &subject.name, bytes);
+            }
+        }
         let Some((_, StageState::Done(entry))) = states.iter().find(|(s, _)| *s == "inspect")
         else {
             continue;
@@ -191,7 +252,6 @@ fn summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
             row.model, row.stage, row.done, row.missing, row.failed
         ));
     }
-    out.push_str(&local_summary(pipeline, evaluated));
     if !status.failures.is_empty() {
         out.push_str("\n## Failed items\n\n");
         for failure in &status.failures {
@@ -229,81 +289,6 @@ fn local_lines(pipeline: &Pipeline, evaluated: &Evaluated) -> std::io::Result<St
         lines.push('\n');
     }
     Ok(lines)
-}
-
-/// Mean global and local (per-subject) SCR per model and τ over the images that have both, when
-/// detection is configured; a blob that cannot be read is left out (the run reports its errors).
-fn local_summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
-    if !pipeline.stage_names().contains(&"local-score") {
-        return String::new();
-    }
-    let read = |states: &[(&'static str, StageState)], stage: &str, output: &str| {
-        let (_, StageState::Done(entry)) = states.iter().find(|(s, _)| *s == stage)? else {
-            return None;
-        };
-        let bytes = pipeline.store.read_blob(entry.outputs.get(output)?).ok()?;
-        serde_json::from_slice::<Value>(&bytes).ok()
-    };
-    // model, images, global sums per τ, local sums per τ, homogenisation sum and count
-    type Row = (String, usize, Vec<f64>, Vec<f64>, f64, usize);
-    let mut rows: Vec<Row> = Vec::new();
-    let taus: Vec<String> = pipeline
-        .config
-        .thresholds
-        .iter()
-        .map(|&t| scores::record::tau_key(t))
-        .collect();
-    for (item, states) in evaluated.iter().filter(|(item, _)| !item.is_reference()) {
-        let (Some(global), Some(local)) = (
-            read(states, "score", "scores"),
-            read(states, "local-score", "local"),
-        ) else {
-            continue;
-        };
-        let index = match rows.iter().position(|r| r.0 == item.model) {
-            Some(i) => i,
-            None => {
-                let zeros = vec![0.0; taus.len()];
-                rows.push((item.model.clone(), 0, zeros.clone(), zeros, 0.0, 0));
-                rows.len() - 1
-            }
-        };
-        let row = &mut rows[index];
-        row.1 += 1;
-        for (t, tau) in taus.iter().enumerate() {
-            row.2[t] += global["scr"][tau].as_f64().unwrap_or(f64::NAN);
-            row.3[t] += local["local_scr"][tau].as_f64().unwrap_or(f64::NAN);
-        }
-        if let Some(h) = local["homogenisation"].as_f64() {
-            row.4 += h;
-            row.5 += 1;
-        }
-    }
-    let mut out = String::from(
-        "\n## Local (per-subject) SCR\n\nMean over images with both scores: the paper's global SCR \
-         (whole image vs each reference) beside the detection-aware local SCR (matched crop vs \
-         reference; a subject without a detection counts as collapsed), and the homogenisation \
-         index (mean DINOv2 cosine between matched crops of different subjects).\n\n| model | images |",
-    );
-    for tau in &taus {
-        out.push_str(&format!(" SCR@{tau} global | SCR@{tau} local |"));
-    }
-    out.push_str(" homogenisation |\n|---|---:|");
-    out.push_str(&"---:|---:|".repeat(taus.len()));
-    out.push_str("---:|\n");
-    for (model, images, global, local, h, hn) in rows {
-        let n = images as f64;
-        out.push_str(&format!("| {model} | {images} |"));
-        for (g, l) in global.iter().zip(&local) {
-            out.push_str(&format!(" {:.4} | {:.4} |", g / n, l / n));
-        }
-        if hn > 0 {
-            out.push_str(&format!(" {:.4} |\n", h / hn as f64));
-        } else {
-            out.push_str(" – |\n");
-        }
-    }
-    out
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.

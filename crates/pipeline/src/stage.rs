@@ -235,6 +235,16 @@ fn image_dimensions(path: &Path) -> Result<(u32, u32), StageError> {
         .map_err(|e| not_image(&e))
 }
 
+/// A PNG of `image` scaled to fit a `side`×`side` square (aspect kept), for reports.
+pub(crate) fn thumbnail_png(image: image::RgbImage, side: u32) -> Result<Vec<u8>, StageError> {
+    let thumb = image::DynamicImage::ImageRgb8(image).thumbnail(side, side);
+    let mut png = Vec::new();
+    thumb
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| StageError::Failed(format!("cannot encode a thumbnail: {e}")))?;
+    Ok(png)
+}
+
 /// Decodes the generated image, checks it, and stores a thumbnail and its basic statistics.
 pub struct InspectStage {
     /// Longest side of the thumbnail in pixels.
@@ -276,11 +286,7 @@ impl Stage for InspectStage {
             .iter()
             .map(|s| (s / pixels * 1000.0).round() / 1000.0)
             .collect();
-        let thumb = image::DynamicImage::ImageRgb8(image).thumbnail(self.thumbnail, self.thumbnail);
-        let mut png = Vec::new();
-        thumb
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| StageError::Failed(format!("cannot encode thumbnail: {e}")))?;
+        let png = thumbnail_png(image, self.thumbnail)?;
         let mut outputs = BTreeMap::new();
         outputs.insert("thumbnail".to_owned(), Output::Bytes(png));
         Ok(StageOutput {
