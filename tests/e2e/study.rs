@@ -36,6 +36,9 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
         225,
         "every published image is scored"
     );
+    for stage in ["detect", "crop", "embed-crops", "local-score"] {
+        assert_eq!(computed(&summary, stage), 225, "{stage}: {summary}");
+    }
     // One text embedding per distinct prompt text (75) and subject name (30); seeds share them.
     assert_eq!(computed(&summary, "embed-clip-text"), 105);
     assert_eq!(cached(&summary, "embed-clip-text"), 150);
@@ -77,6 +80,10 @@ fn mosaic_paper_study_runs_every_published_image_and_reruns_nothing() {
     assert_eq!(record["subjects"].as_array().unwrap().len(), 2);
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(markdown.contains("225 scored images"), "{markdown}");
+    assert!(
+        markdown.contains("## Global and local SCR@0.4, with 95% CI"),
+        "{markdown}"
+    );
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(
         html.matches("data:image/png;base64,").count() >= 225 + 30,
