@@ -7,6 +7,7 @@ mod local;
 mod parity;
 mod resume;
 mod setup;
+mod slurm;
 mod study;
 
 use std::path::{Path, PathBuf};

@@ -247,6 +247,7 @@ impl Plan {
 # success so that the report job runs; anything else fails the task and cancels the report.
 set -u
 echo \"scrbench: task ${{SLURM_ARRAY_TASK_ID}}/{n} of job ${{SLURM_ARRAY_JOB_ID:-?}} on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)\"
+echo \"CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}\"
 {command}
 status=$?
 echo \"scrbench: task ${{SLURM_ARRAY_TASK_ID}}/{n} exited with status $status at $(date -u +%Y-%m-%dT%H:%M:%SZ)\"

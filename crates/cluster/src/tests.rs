@@ -86,7 +86,7 @@ fn job_ids_are_parsed_from_parsable_output() {
 #[test]
 fn scripts_snapshot() {
     let plan = plan();
-    expect![[r#"
+    expect![[r##"
         #!/bin/bash
         #SBATCH --job-name=scrbench-my_study__
         #SBATCH --array=0-3
@@ -103,12 +103,13 @@ fn scripts_snapshot() {
         # success so that the report job runs; anything else fails the task and cancels the report.
         set -u
         echo "scrbench: task ${SLURM_ARRAY_TASK_ID}/4 of job ${SLURM_ARRAY_JOB_ID:-?} on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-}"
         '/opt/scrbench/bin/scrbench' '--config' '/shared/studies/it'\''s here.yaml' '--cache' '/shared/cache' '--reports' '/shared/reports' run --shard "${SLURM_ARRAY_TASK_ID}/4" '--model=compose' '--seeds=42,43'
         status=$?
         echo "scrbench: task ${SLURM_ARRAY_TASK_ID}/4 exited with status $status at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
         if [ "$status" -eq 2 ]; then exit 0; fi
         exit "$status"
-    "#]]
+    "##]]
     .assert_eq(&plan.array_script().unwrap());
     expect![[r#"
         #!/bin/bash
