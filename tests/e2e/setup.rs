@@ -1,6 +1,6 @@
 //! The README's first command, offline: import the dataset next to a copy of the default
-//! `pipeline.yaml`, resolve its encoders (real hub ids) in a local hub cache that holds the tiny
-//! fixture checkpoints under those names, run a model, rebuild the report from the cache, and
+//! `pipeline.yaml`, resolve its encoders and detector (real hub ids) in a local hub cache that
+//! holds the tiny fixture checkpoints under those names, run a model, rebuild the report from the cache, and
 //! maintain the cache.
 
 use super::*;
@@ -60,6 +60,11 @@ fn default_study_from_an_imported_dataset_then_report_stats_and_gc() {
 
     let summary = run_json(&config, &["--model", "mosaic-paper", "--limit", "7"], 0);
     assert_eq!(computed(&summary, "score"), 7, "7 images scored");
+    assert_eq!(
+        computed(&summary, "local-score"),
+        7,
+        "the default study's detector (OWLv2) ran"
+    );
     let other = run_json(&config, &["--model", "compose", "--limit", "2"], 0);
     assert_eq!(computed(&other, "score") + cached(&other, "score"), 2);
 
@@ -126,11 +131,12 @@ fn default_study_from_an_imported_dataset_then_report_stats_and_gc() {
 /// fixture checkpoints under the names `pipeline.yaml` uses.
 fn fake_hub(dir: &Path) -> PathBuf {
     let hub = dir.join("hub");
-    let fixtures = repo().join("tests/fixtures/encoders");
+    let fixtures = repo().join("tests/fixtures");
     for (id, fixture) in [
-        ("facebook/dinov2-small", "dinov2_tiny"),
-        ("facebook/dino-vits16", "dino_vits16_tiny"),
-        ("openai/clip-vit-large-patch14", "clip_tiny"),
+        ("facebook/dinov2-small", "encoders/dinov2_tiny"),
+        ("facebook/dino-vits16", "encoders/dino_vits16_tiny"),
+        ("openai/clip-vit-large-patch14", "encoders/clip_tiny"),
+        ("google/owlv2-base-patch16-ensemble", "detectors/owlv2_tiny"),
     ] {
         let repo_dir = hub.join(format!("models--{}", id.replace('/', "--")));
         let sha = "0123456789abcdef0123456789abcdef01234567";
