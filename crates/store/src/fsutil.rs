@@ -113,6 +113,27 @@ pub(crate) fn hostname() -> &'static str {
     })
 }
 
+/// This kernel's boot id and this process's PID namespace (`<boot id>/pid:[<inode>]`), or `""`
+/// where `/proc` cannot tell. A pid means the same process only to processes that share both: a
+/// second machine that happens to have the same host name has another boot id, a container with
+/// its own PID namespace has another namespace.
+pub(crate) fn node_id() -> &'static str {
+    static NODE: OnceLock<String> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        let namespace = fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if boot.is_empty() || namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{boot}/{namespace}")
+        }
+    })
+}
+
 /// Whether process `pid` of this host is alive. Without `/proc` it cannot tell and says yes, so
 /// that nothing of a live process is ever removed.
 pub(crate) fn pid_alive(pid: u32) -> bool {

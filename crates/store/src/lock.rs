@@ -1,13 +1,17 @@
 //! Per-key locks as lease files that expire when their holder dies.
 //!
 //! A lock is the file `locks/<key digest>.lock`, created exclusively (`O_EXCL`, which NFSv3+ and
-//! local filesystems honour) and holding `{host, pid, nonce, acquired}` as JSON. While a
+//! local filesystems honour) and holding `{host, node, pid, nonce, acquired}` as JSON. While a
 //! [`LockGuard`] lives, a background thread renews the lease by touching the file's mtime every
 //! third of the lease; dropping the guard removes the file if it still holds the guard's nonce.
 //!
 //! A waiter polls every 20–50 ms. It breaks a lock that is abandoned: its holder ran on this host
 //! and its pid is no longer alive, or its mtime is older than the lease (a holder that crashed on
-//! another host, or whose host is gone). Breaking renames the lock file to a unique name in
+//! another host, or whose host is gone). A pid is only ever checked for a holder that is local:
+//! same host name and, where recorded, same `node` (boot id and PID namespace, see
+//! [`fsutil::node_id`]), so that on a shared filesystem another node's lock, or a container's
+//! with its own PID namespace, is judged by its lease alone, never by a pid that means another
+//! process here. Breaking renames the lock file to a unique name in
 //! `tmp/` and checks that the file moved is still the one judged abandoned (same bytes, still
 //! abandoned); if not, it was re-created or renewed meanwhile and is linked back into place.
 //!
@@ -28,17 +32,29 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{self, at, hostname, pid_alive};
+use crate::fsutil::{self, at, hostname, node_id, pid_alive};
 use crate::{Digest, Error, Result, Store, tmp};
 
 /// The contents of a lock file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Holder {
     host: String,
+    /// Boot id and PID namespace of the holder; empty in locks written before it was recorded
+    /// (then the host name alone decides whether the pid can be checked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    node: String,
     pid: u32,
     nonce: String,
     /// Unix seconds.
     acquired: u64,
+}
+
+impl Holder {
+    /// Whether the holder's pid names a process this process can see: same host and node.
+    fn is_local(&self) -> bool {
+        let here = node_id();
+        self.host == hostname() && (self.node.is_empty() || here.is_empty() || self.node == here)
+    }
 }
 
 /// A lock file as seen by a waiter.
@@ -66,7 +82,7 @@ impl Observed {
 
     /// Why the lock is abandoned, if it is.
     fn abandoned(&self, lease: Duration) -> Option<&'static str> {
-        let dead = |h: &Holder| h.host == hostname() && !pid_alive(h.pid);
+        let dead = |h: &Holder| h.is_local() && !pid_alive(h.pid);
         if self.holder.as_ref().is_some_and(dead) {
             Some("its holder is dead")
         } else if self.age > lease {
@@ -234,6 +250,7 @@ impl Store {
         let random = || fsutil::random_u64();
         let holder = Holder {
             host: hostname().to_owned(),
+            node: node_id().to_owned(),
             pid: std::process::id(),
             nonce: format!("{:016x}{:016x}", random(), random()),
             acquired: fsutil::unix_now(),

@@ -471,6 +471,83 @@ fn lock_of_a_dead_holder_is_broken() -> TestResult {
 }
 
 #[test]
+fn a_lock_records_host_node_and_pid() -> TestResult {
+    let (_dir, store) = store()?;
+    let key = Digest::of_bytes(b"key");
+    let _guard = store.try_lock(&key)?.ok_or("lock is free")?;
+    let holder: serde_json::Value = serde_json::from_slice(&fs::read(store.lock_path(&key))?)?;
+    assert_eq!(holder["host"], hostname());
+    assert_eq!(holder["node"], crate::fsutil::node_id());
+    assert!(
+        crate::fsutil::node_id().contains("/pid:["),
+        "{}",
+        crate::fsutil::node_id()
+    );
+    assert_eq!(holder["pid"], std::process::id());
+    Ok(())
+}
+
+/// On a shared filesystem a pid means nothing to another host: another host's lock whose pid is
+/// not running here is respected until its lease expires.
+#[test]
+fn another_hosts_lock_is_judged_by_its_lease_not_by_its_pid() -> TestResult {
+    let (_dir, store) = store()?;
+    let store = store.with_lease(Duration::from_secs(30));
+    let dead = dead_pid()?;
+    for (name, holder) in [
+        (
+            "another host",
+            json!({"host": "node17", "pid": dead, "nonce": "n", "acquired": 0}),
+        ),
+        (
+            "another host of an older version",
+            json!({"host": "node17", "node": "", "pid": dead, "nonce": "n", "acquired": 0}),
+        ),
+        (
+            "another machine with our host name",
+            json!({"host": hostname(), "node": "00000000-0000-0000-0000-000000000000/pid:[4026531836]",
+                   "pid": dead, "nonce": "n", "acquired": 0}),
+        ),
+        (
+            "a container of this machine with its own PID namespace",
+            json!({"host": hostname(),
+                   "node": format!("{}/pid:[1]", crate::fsutil::node_id().split('/').next().unwrap_or("")),
+                   "pid": dead, "nonce": "n", "acquired": 0}),
+        ),
+    ] {
+        let key = Digest::of_bytes(name.as_bytes());
+        let path = store.lock_path(&key);
+        fs::write(&path, holder.to_string())?;
+        assert!(
+            store.try_lock(&key)?.is_none(),
+            "{name}: a fresh lease is respected"
+        );
+        assert!(
+            matches!(
+                store.lock(&key, Duration::from_millis(100)),
+                Err(Error::LockTimeout { .. })
+            ),
+            "{name}"
+        );
+        fs::File::options()
+            .write(true)
+            .open(&path)?
+            .set_modified(SystemTime::now() - Duration::from_secs(31))?;
+        assert!(
+            store.try_lock(&key)?.is_some(),
+            "{name}: an expired lease is broken"
+        );
+    }
+    // This host and node, dead pid: broken at once, lease or not.
+    let key = Digest::of_bytes(b"local");
+    let holder = json!({"host": hostname(), "node": crate::fsutil::node_id(), "pid": dead,
+                        "nonce": "n", "acquired": 0});
+    fs::write(store.lock_path(&key), holder.to_string())?;
+    assert!(store.try_lock(&key)?.is_some());
+    Ok(())
+}
+
+#[test]
 fn expired_lease_is_broken_and_live_leases_are_renewed() -> TestResult {
     let (dir, store) = store()?;
     let store = store.with_lease(Duration::from_millis(300));
@@ -543,8 +620,10 @@ fn open_removes_temporary_files_of_dead_writers() -> TestResult {
         std::process::id()
     ));
     let foreign = tmp.join("otherhost-1-0-0123456789abcdef");
+    // Another host's writer whose pid is not running here is alive as far as we can tell.
+    let foreign_dead_here = tmp.join(format!("otherhost-{}-0-0123456789abcdef", dead_pid()?));
     let old = tmp.join("otherhost-2-0-0123456789abcdef");
-    for path in [&dead, &live, &foreign, &old] {
+    for path in [&dead, &live, &foreign, &foreign_dead_here, &old] {
         fs::write(path, b"partial")?;
     }
     let day_ago = SystemTime::now() - Duration::from_secs(25 * 3600);
@@ -558,6 +637,7 @@ fn open_removes_temporary_files_of_dead_writers() -> TestResult {
     assert!(!dead.exists());
     assert!(live.exists());
     assert!(foreign.exists());
+    assert!(foreign_dead_here.exists());
     assert!(!old.exists());
     Ok(())
 }
