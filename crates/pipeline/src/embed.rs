@@ -307,58 +307,85 @@ impl Stage for EmbedStage {
     /// Decodes and preprocesses every image (an undecodable one fails alone), then embeds the rest
     /// in one forward pass.
     fn run_batch(&self, jobs: &[(&Context, &ActionKey)]) -> Vec<Result<StageOutput, StageError>> {
-        let mut results: Vec<Result<StageOutput, StageError>> = Vec::with_capacity(jobs.len());
-        let mut pixels = Vec::new();
-        let mut pending = Vec::new();
-        for (index, (cx, key)) in jobs.iter().enumerate() {
-            match self.pixels(cx, key) {
-                Ok(p) => {
-                    pixels.extend_from_slice(&p);
-                    pending.push(index);
-                    results.push(Err(StageError::Failed("not embedded".into())));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        if pending.is_empty() {
-            return results;
-        }
+        let images = jobs
+            .iter()
+            .map(|(cx, key)| self.pixels(cx, key).map(|p| (p, 1)))
+            .collect();
         let side = self.preprocess.crop_size() as usize;
-        let embedded = self.encoder.image_encoder().and_then(|encoder| {
-            encoder
-                .embed_images(&pixels, pending.len(), side, side)
-                .map_err(|e| StageError::Failed(format!("{}: {e}", encoder.name())))
-        });
-        match embedded {
-            Ok(embeddings) if embeddings.len() == pending.len() => {
-                for (index, embedding) in pending.into_iter().zip(embeddings) {
-                    results[index] = Ok(embedding_output(&embedding));
-                }
+        embed_jobs(&self.encoder, side, images)
+            .into_iter()
+            .map(|embedded| match embedded?.as_slice() {
+                [embedding] => Ok(embedding_output(embedding)),
+                other => Err(StageError::Failed(format!(
+                    "{} embeddings for one image",
+                    other.len()
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// Embeds the images of several jobs in one forward pass. `images[j]` holds job j's preprocessed
+/// square images of side `side` (CHW, concatenated) and how many there are, or why it has none;
+/// the result holds job j's embeddings in order, or its error (a failed forward pass fails every
+/// job, fatally when loading the model failed).
+pub(crate) fn embed_jobs(
+    encoder: &Encoder,
+    side: usize,
+    images: Vec<Result<(Vec<f32>, usize), StageError>>,
+) -> Vec<Result<Vec<Vec<f32>>, StageError>> {
+    let mut pixels = Vec::new();
+    let mut counts = Vec::with_capacity(images.len());
+    let mut results: Vec<Result<Vec<Vec<f32>>, StageError>> = Vec::with_capacity(images.len());
+    for job in images {
+        match job {
+            Ok((p, count)) => {
+                pixels.extend_from_slice(&p);
+                counts.push(count);
+                results.push(Ok(Vec::new()));
             }
-            Ok(embeddings) => {
-                let message = format!(
-                    "{} embeddings for {} images",
-                    embeddings.len(),
-                    pending.len()
-                );
-                for index in pending {
-                    results[index] = Err(StageError::Failed(message.clone()));
-                }
+            Err(e) => {
+                counts.push(0);
+                results.push(Err(e));
             }
-            Err(StageError::Fatal(message)) => {
-                for index in pending {
-                    results[index] = Err(StageError::Fatal(message.clone()));
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                for index in pending {
-                    results[index] = Err(StageError::Failed(message.clone()));
+        }
+    }
+    let total: usize = counts.iter().sum();
+    if total == 0 {
+        return results;
+    }
+    let embedded = encoder.image_encoder().and_then(|model| {
+        let embeddings = model
+            .embed_images(&pixels, total, side, side)
+            .map_err(|e| StageError::Failed(format!("{}: {e}", model.name())))?;
+        if embeddings.len() == total {
+            Ok(embeddings)
+        } else {
+            Err(StageError::Failed(format!(
+                "{} embeddings for {total} images",
+                embeddings.len()
+            )))
+        }
+    });
+    match embedded {
+        Ok(embeddings) => {
+            let mut embeddings = embeddings.into_iter();
+            for (result, &count) in results.iter_mut().zip(&counts) {
+                if let Ok(mine) = result {
+                    mine.extend(embeddings.by_ref().take(count));
                 }
             }
         }
-        results
+        Err(error) => {
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(match &error {
+                    StageError::Fatal(message) => StageError::Fatal(message.clone()),
+                    other => StageError::Failed(other.to_string()),
+                });
+            }
+        }
     }
+    results
 }
 
 impl EmbedStage {

@@ -17,7 +17,7 @@ use store::{ActionKey, Digest};
 use scores::record::tau_key;
 
 use crate::detect::{Crops, Matching};
-use crate::embed::{Encoder, from_bytes, to_bytes};
+use crate::embed::{Encoder, embed_jobs, from_bytes, to_bytes};
 use crate::items::Item;
 use crate::score::ReferenceEmbeddings;
 use crate::stage::{Context, Output, Stage, StageError, StageOutput, new_key};
@@ -110,64 +110,22 @@ impl Stage for EmbedCropsStage {
     /// All crops of all items in one forward pass; outputs one `embeddings` blob per item (its
     /// crops' embeddings, concatenated little-endian f32s, in crop order).
     fn run_batch(&self, jobs: &[(&Context, &ActionKey)]) -> Vec<Result<StageOutput, StageError>> {
-        let mut results: Vec<Result<StageOutput, StageError>> = Vec::with_capacity(jobs.len());
-        let mut pixels = Vec::new();
-        let mut pending: Vec<(usize, usize)> = Vec::new();
-        for (index, (cx, key)) in jobs.iter().enumerate() {
-            match self.pixels(cx, key) {
-                Ok((p, count)) => {
-                    pixels.extend_from_slice(&p);
-                    pending.push((index, count));
-                    results.push(Err(StageError::Failed("not embedded".into())));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        let total: usize = pending.iter().map(|(_, c)| c).sum();
-        let embedded = if total == 0 {
-            Ok(Vec::new())
-        } else {
-            let side = self.preprocess.crop_size() as usize;
-            self.encoder.image_encoder().and_then(|encoder| {
-                encoder
-                    .embed_images(&pixels, total, side, side)
-                    .map_err(|e| StageError::Failed(format!("{}: {e}", encoder.name())))
+        let images = jobs.iter().map(|(cx, key)| self.pixels(cx, key)).collect();
+        let side = self.preprocess.crop_size() as usize;
+        embed_jobs(&self.encoder, side, images)
+            .into_iter()
+            .map(|embedded| {
+                let embeddings = embedded?;
+                let dim = embeddings.first().map_or(0, Vec::len);
+                let bytes: Vec<u8> = embeddings.iter().flat_map(|e| to_bytes(e)).collect();
+                let mut outputs = BTreeMap::new();
+                outputs.insert("embeddings".to_owned(), Output::Bytes(bytes));
+                Ok(StageOutput {
+                    outputs,
+                    meta: json!({"crops": embeddings.len(), "dim": dim}),
+                })
             })
-        };
-        match embedded {
-            Ok(embeddings) if embeddings.len() == total => {
-                let mut embeddings = embeddings.into_iter();
-                for (index, count) in pending {
-                    let mine: Vec<Vec<f32>> = embeddings.by_ref().take(count).collect();
-                    let dim = mine.first().map_or(0, Vec::len);
-                    let bytes: Vec<u8> = mine.iter().flat_map(|e| to_bytes(e)).collect();
-                    let mut outputs = BTreeMap::new();
-                    outputs.insert("embeddings".to_owned(), Output::Bytes(bytes));
-                    results[index] = Ok(StageOutput {
-                        outputs,
-                        meta: json!({"crops": count, "dim": dim}),
-                    });
-                }
-            }
-            Ok(embeddings) => {
-                let message = format!("{} embeddings for {total} crops", embeddings.len());
-                for (index, _) in pending {
-                    results[index] = Err(StageError::Failed(message.clone()));
-                }
-            }
-            Err(StageError::Fatal(message)) => {
-                for (index, _) in pending {
-                    results[index] = Err(StageError::Fatal(message.clone()));
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                for (index, _) in pending {
-                    results[index] = Err(StageError::Failed(message.clone()));
-                }
-            }
-        }
-        results
+            .collect()
     }
 }
 
