@@ -156,7 +156,11 @@ fn temp_file_is_removed_on_drop() -> TestResult {
         .unwrap_or_default()
         .to_owned();
     assert!(
-        name.starts_with(&format!("{}-{}-", hostname(), std::process::id())),
+        name.starts_with(&format!(
+            "{}-{}-",
+            crate::tmp::writer_tag(),
+            std::process::id()
+        )),
         "{name}"
     );
     fs::write(&path, b"x")?;
@@ -611,19 +615,34 @@ fn open_removes_temporary_files_of_dead_writers() -> TestResult {
     let tmp = store.root().join("tmp");
     let dead = tmp.join(format!(
         "{}-{}-0-0123456789abcdef.png",
-        hostname(),
+        crate::tmp::writer_tag(),
         dead_pid()?
     ));
     let live = tmp.join(format!(
         "{}-{}-0-0123456789abcdef.png",
-        hostname(),
+        crate::tmp::writer_tag(),
         std::process::id()
     ));
     let foreign = tmp.join("otherhost-1-0-0123456789abcdef");
-    // Another host's writer whose pid is not running here is alive as far as we can tell.
+    // Another host's writer whose pid is not running here is alive as far as we can tell, and so
+    // is one of another machine or PID namespace with our host name, or of an older version.
+    let same_name = tmp.join(format!(
+        "{}.0badc0de-{}-0-0123456789abcdef",
+        hostname(),
+        dead_pid()?
+    ));
+    let untagged = tmp.join(format!("{}-{}-0-0123456789abcdef", hostname(), dead_pid()?));
     let foreign_dead_here = tmp.join(format!("otherhost-{}-0-0123456789abcdef", dead_pid()?));
     let old = tmp.join("otherhost-2-0-0123456789abcdef");
-    for path in [&dead, &live, &foreign, &foreign_dead_here, &old] {
+    for path in [
+        &dead,
+        &live,
+        &foreign,
+        &foreign_dead_here,
+        &same_name,
+        &untagged,
+        &old,
+    ] {
         fs::write(path, b"partial")?;
     }
     let day_ago = SystemTime::now() - Duration::from_secs(25 * 3600);
@@ -638,6 +657,8 @@ fn open_removes_temporary_files_of_dead_writers() -> TestResult {
     assert!(live.exists());
     assert!(foreign.exists());
     assert!(foreign_dead_here.exists());
+    assert!(same_name.exists());
+    assert!(untagged.exists());
     assert!(!old.exists());
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! Temporary files under `tmp/`, named after their writer so that leftovers of dead writers can be
-//! removed: `<hostname>-<pid>-<counter>-<random><suffix>`.
+//! removed: `<writer tag>-<pid>-<counter>-<random><suffix>`, where the tag is the host name and a
+//! hash of the node id (boot id and PID namespace), so that a pid is only judged by processes that
+//! share its host, boot and namespace; other writers' files are removed only once a day old.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::fsutil::{self, hostname, pid_alive};
+use crate::fsutil::{self, hostname, node_id, pid_alive};
 
 /// Temporary files older than this are removed whoever wrote them.
 pub(crate) const MAX_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -49,6 +51,23 @@ impl Drop for TempFile {
     }
 }
 
+/// `<host name>.<8 hex digits of the node id>` (just the host name where there is no node id): the
+/// writer part of temporary file names. Contains no `-`.
+pub(crate) fn writer_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        if node_id().is_empty() {
+            return hostname().to_owned();
+        }
+        // FNV-1a: stable across builds and platforms.
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in node_id().bytes() {
+            hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        }
+        format!("{}.{hash:08x}", hostname())
+    })
+}
+
 /// A name no other writer (thread, process or host) uses. Characters of `suffix` outside
 /// `[A-Za-z0-9._]` become `_`.
 pub(crate) fn unique_name(suffix: &str) -> String {
@@ -66,7 +85,7 @@ pub(crate) fn unique_name(suffix: &str) -> String {
         .collect();
     format!(
         "{}-{}-{counter}-{:016x}{suffix}",
-        hostname(),
+        writer_tag(),
         std::process::id(),
         fsutil::random_u64()
     )
@@ -80,13 +99,14 @@ fn writer(name: &str) -> Option<(&str, u32)> {
     Some((host, pid))
 }
 
-/// Whether a temporary file is a leftover: written by a dead process of this host, or too old.
+/// Whether a temporary file is a leftover: written by a dead process of this host (same writer
+/// tag), or too old.
 pub(crate) fn is_stale(path: &Path, metadata: &std::fs::Metadata) -> bool {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let dead = writer(name).is_some_and(|(host, pid)| host == hostname() && !pid_alive(pid));
+    let dead = writer(name).is_some_and(|(host, pid)| host == writer_tag() && !pid_alive(pid));
     dead || fsutil::age(metadata) > MAX_TMP_AGE
 }
 
