@@ -38,38 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scrbench_worker import read_manifest, write_png  # noqa: E402
 
 
-def manifest_list(path: Path, key: str) -> list | None:
-    """A top-level flow list (`command: ["{python}", "worker.py"]`) of the manifest, read as JSON."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith(f"{key}:"):
-            value = line.partition(":")[2].strip()
-            if " #" in value:
-                value = value[: value.rindex("]") + 1]
-            return json.loads(value)
-    return None
-
-
-def manifest_map(path: Path, key: str) -> dict:
-    """A top-level flow map of plain scalars (`defaults: {width: 768, height: 768}`)."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith(f"{key}:"):
-            value = line.partition(":")[2].strip()
-            if not value.startswith("{"):
-                return {}
-            body = value[1 : value.index("}")]
-            entries = {}
-            for part in body.split(","):
-                if ":" in part:
-                    name, _, item = part.partition(":")
-                    item = item.strip().strip("\"'")
-                    try:
-                        entries[name.strip()] = json.loads(item)
-                    except ValueError:
-                        entries[name.strip()] = item
-            return entries
-    return {}
-
-
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()[:33]
     if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
@@ -143,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.adapter.resolve()
     manifest_path = folder / "adapter.yaml"
     manifest = read_manifest(manifest_path)
-    command = manifest_list(manifest_path, "command") or ["{python}", "worker.py"]
-    smoke_args = [] if args.real else (manifest_list(manifest_path, "smoke_args") or ["--smoke"])
-    defaults = manifest_map(manifest_path, "defaults")
-    timeouts = manifest_map(manifest_path, "timeouts")
-    prompt_format = manifest_map(manifest_path, "prompt_format").get("kind", "plain")
+    command = manifest.get("command") or ["{python}", "worker.py"]
+    smoke_args = [] if args.real else (manifest.get("smoke_args") or ["--smoke"])
+    defaults = manifest.get("defaults") or {}
+    timeouts = manifest.get("timeouts") or {}
+    prompt_format = (manifest.get("prompt_format") or {}).get("kind", "plain")
     command = [part.replace("{python}", args.python) for part in command] + smoke_args
     smoke = not args.real
     size = args.size or (64 if smoke else int(defaults.get("width", 512)))
@@ -247,12 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                 "height": size, "steps": steps, "guidance": 3.5, "output": str(work / "bad.png"),
             })
             result = session.receive(request_timeout)
-            if manifest_map(manifest_path, "prompt_format").get("kind") == "text-only":
-                check(result.get("id") == "contract/missing-reference",
-                      f"a text-only adapter ignores references (ok: {result.get('ok')})")
+            if result.get("ok") is False:
+                check(bool(result.get("error")), f"unreadable reference answered ok: false ({result.get('error')})")
             else:
-                check(result.get("ok") is False and bool(result.get("error")),
-                      f"unreadable reference answered ok: false ({result.get('error')})")
+                check(result.get("id") == "contract/missing-reference",
+                      "unreadable reference answered (this adapter does not read reference images)")
 
         session.send({"type": "shutdown"})
         try:

@@ -115,20 +115,84 @@ def _scalar(text: str) -> object:
     return text
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The top-level scalar entries of an `adapter.yaml` (`name`, `version`, `label`, …).
+def _flow(text: str, pos: int = 0) -> tuple[object, int]:
+    """Parses a YAML flow value (`{a: 1, b: [x, "y"]}`) of plain or quoted scalars from `pos`."""
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    if pos < len(text) and text[pos] in "[{":
+        closing = "]" if text[pos] == "[" else "}"
+        is_map = text[pos] == "{"
+        items: list = []
+        entries: dict = {}
+        pos += 1
+        while True:
+            while pos < len(text) and text[pos] in " ,":
+                pos += 1
+            if pos >= len(text):
+                raise ValueError(f"unclosed {text[0]!r} in {text!r}")
+            if text[pos] == closing:
+                return (entries if is_map else items), pos + 1
+            if is_map:
+                key, pos = _flow_scalar(text, pos, ":")
+                if pos >= len(text) or text[pos] != ":":
+                    raise ValueError(f"expected ':' after {key!r} in {text!r}")
+                value, after = _flow(text, pos + 1)
+                if after == pos + 1 and text[after : after + 1] not in (",", closing):
+                    raise ValueError(f"unexpected {text[after : after + 1]!r} in {text!r}")
+                entries[str(key)] = value
+                pos = after
+            else:
+                value, after = _flow(text, pos)
+                if after == pos:
+                    raise ValueError(f"unexpected {text[pos]!r} in {text!r}")
+                items.append(value)
+                pos = after
+    return _flow_scalar(text, pos, ",]}")
 
-    Only what the worker needs from its manifest; nested maps and lists are skipped (scrbench
-    reads the whole manifest with a real YAML parser)."""
+
+def _flow_scalar(text: str, pos: int, stops: str) -> tuple[object, int]:
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    if pos < len(text) and text[pos] in "\"'":
+        quote, end = text[pos], pos + 1
+        while end < len(text):
+            if text[end] == "\\" and quote == '"':
+                end += 2
+                continue
+            if text[end] == quote:
+                if quote == "'" and text[end + 1 : end + 2] == "'":
+                    end += 2
+                    continue
+                break
+            end += 1
+        return _scalar(text[pos : end + 1]), end + 1
+    end = pos
+    while end < len(text) and text[end] not in stops:
+        end += 1
+    return _scalar(text[pos:end]), end
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The top-level entries of an `adapter.yaml` written on one line each: scalars, flow maps
+    (`model: {id: x, revision: y}`) and flow lists (`command: ["{python}", "worker.py"]`).
+
+    Only what a worker needs from its manifest; block maps and lists (indented lines) are
+    skipped (scrbench reads the whole manifest with a real YAML parser)."""
     entries: dict = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if not line or line[0] in " \t#-" or ":" not in line:
             continue
         key, _, value = line.partition(":")
         value = value.strip()
-        if not value or value[0] in "{[|>":
+        if not value or value[0] in "|>&*!":
             continue
-        entries[key.strip()] = _scalar(value)
+        if value[0] in "[{":
+            try:
+                entries[key.strip()] = _flow(value)[0]
+            except ValueError:
+                continue
+        else:
+            entries[key.strip()] = _scalar(value)
     return entries
 
 

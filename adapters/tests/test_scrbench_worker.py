@@ -282,6 +282,24 @@ class HelpersTest(unittest.TestCase):
             self.assertEqual(read_manifest(path), {
                 "name": "psr", "version": "0.1.0", "label": "FLUX.1-dev, text only: as run",
                 "max_in_flight": 2, "smoke": True, "ratio": 0.5, "nothing": None, "quoted": "it's",
+                "prompt_format": {"kind": "text-only"}, "command": ["{python}", "worker.py"],
+            })
+
+    def test_read_manifest_takes_flow_maps_and_lists(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "adapter.yaml"
+            path.write_text(
+                "model: {id: black-forest-labs/FLUX.1-dev, revision: \"3de6\", lora: null}  # pinned\n"
+                "defaults: {width: 768, height: 768, steps: 28, guidance: 3.5}\n"
+                "command: [\"{python}\", worker.py, '--x, y']\n"
+                "nested: {a: [1, {b: 'c'}], d: []}\nbroken: {a: [1}\n",
+                encoding="utf-8",
+            )
+            self.assertEqual(read_manifest(path), {
+                "model": {"id": "black-forest-labs/FLUX.1-dev", "revision": "3de6", "lora": None},
+                "defaults": {"width": 768, "height": 768, "steps": 28, "guidance": 3.5},
+                "command": ["{python}", "worker.py", "--x, y"],
+                "nested": {"a": [1, {"b": "c"}], "d": []},
             })
 
     def test_every_adapter_manifest_has_a_name_and_version(self):
