@@ -58,22 +58,27 @@ def tiny_tokenizers():
         single="<|startoftext|> $A <|endoftext|>",
         special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)],
     )
-    t5 = _word_tokenizer(["<pad>", "</s>", "<unk>"], "<unk>", 512, eos_token="</s>", pad_token="<pad>")
+    # ids as T5's: 0 <pad>, 1 </s>, 2 <unk>, 3 the word-start piece (XVerse strips a leading 3).
+    t5 = _word_tokenizer(["<pad>", "</s>", "<unk>", "\u2581"], "<unk>", 512, eos_token="</s>", pad_token="<pad>")
     t5.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", 1)]
     )
     return clip, t5
 
 
-def tiny_flux_components(seed: int = 0) -> dict:
-    """The components of a tiny FluxPipeline, float32, deterministic for `seed`."""
+def tiny_flux_components(seed: int = 0, latent_channels: int = 4, num_layers: int = 1) -> dict:
+    """The components of a tiny FluxPipeline, float32, deterministic for `seed`.
+
+    `latent_channels` 16 and `num_layers` 19 give FLUX.1's latent width and double-block count
+    (code such as XVerse's hard-codes both), still tiny in every width."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     tokenizer, tokenizer_2 = tiny_tokenizers()
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        patch_size=1, in_channels=4 * latent_channels, num_layers=num_layers, num_single_layers=1,
+        attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
         guidance_embeds=True, axes_dims_rope=(4, 6, 6),
     )
@@ -92,7 +97,7 @@ def tiny_flux_components(seed: int = 0) -> dict:
     ))
     torch.manual_seed(seed + 3)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 8, 8, 8),
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=1, norm_num_groups=4, sample_size=64, use_quant_conv=False,
         use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
@@ -109,13 +114,13 @@ def tiny_flux_components(seed: int = 0) -> dict:
     }
 
 
-def tiny_flux_pipeline(seed: int = 0):
+def tiny_flux_pipeline(seed: int = 0, **sizes):
     """A tiny `diffusers.FluxPipeline` (float32, CPU)."""
     from diffusers import FluxPipeline
 
-    return FluxPipeline(**tiny_flux_components(seed))
+    return FluxPipeline(**tiny_flux_components(seed, **sizes))
 
 
-def save_tiny_flux(path, seed: int = 0) -> None:
+def save_tiny_flux(path, seed: int = 0, **sizes) -> None:
     """Saves a tiny FLUX in the diffusers layout (`FluxPipeline.from_pretrained(path)` loads it)."""
-    tiny_flux_pipeline(seed).save_pretrained(str(path), safe_serialization=True)
+    tiny_flux_pipeline(seed, **sizes).save_pretrained(str(path), safe_serialization=True)
