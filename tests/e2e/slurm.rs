@@ -211,6 +211,41 @@ fn slurm_submission_is_planned_from_the_cache() {
     assert!(stdout.contains("nothing to submit"), "{stdout}");
 }
 
+/// On a cluster, submission and `status` run on a login node and the report job gets no GPU: a
+/// `device: cuda` study is still planned, shown and reported there (nothing is computed).
+#[test]
+fn a_cuda_study_is_planned_and_read_without_a_gpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = repo().join("tests/fixtures/encoders/dinov2_tiny");
+    let config = study(
+        tmp.path(),
+        &format!(
+            "device: cuda\nencoders:\n  dinov2:\n    model: {}\n    interpolation: torch_hub\n",
+            encoder.display()
+        ),
+    );
+    let status = run_ok(scrbench(&config).args(["status", "--prompts", PROMPTS]), 0);
+    assert!(text(&status).contains("embed-dinov2"), "{}", text(&status));
+    let planned = run_ok(
+        scrbench(&config).args([
+            "run",
+            "--executor",
+            "slurm",
+            "--array",
+            "2",
+            "--gpus-per-task",
+            "1",
+            "--prompts",
+            PROMPTS,
+            "--dry-run",
+        ]),
+        0,
+    );
+    assert!(text(&planned).contains("24 items, 0 done, 24 missing"));
+    run_ok(scrbench(&config).arg("report"), 0);
+    assert!(tmp.path().join("reports/test/items.jsonl").is_file());
+}
+
 /// `computed` of the generate stage in an array task's log (the run table's `generate` row).
 fn generated_in_log(log: &str) -> u64 {
     let row = log

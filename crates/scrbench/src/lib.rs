@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pipeline::Pipeline;
-use pipeline::config::StudyConfig;
+use pipeline::config::{DeviceChoice, StudyConfig};
 use pipeline::items::{ItemId, Selection, Shard};
 use pipeline::runner::RunOptions;
 use tokio_util::sync::CancellationToken;
@@ -284,6 +284,16 @@ fn open(study: &Study) -> Result<Pipeline> {
     Ok(Pipeline::open(load_config(study)?)?)
 }
 
+/// Opens the study for a command that only reads the store (`status`, `explain`, `report`,
+/// `cache gc`, planning a Slurm submission): no model runs, so the encoders are set up on the CPU
+/// whatever `device:` says, and a login node or a report job without a GPU can read a
+/// `device: cuda` study. Sound because the device is in no key (same keys, same store).
+fn open_to_read(study: &Study) -> Result<Pipeline> {
+    let mut config = load_config(study)?;
+    config.device = DeviceChoice::Cpu;
+    Ok(Pipeline::open(config)?)
+}
+
 fn execute(cli: Cli, progress: bool) -> Result<ExitCode> {
     let study = Study {
         config: cli.config,
@@ -293,7 +303,7 @@ fn execute(cli: Cli, progress: bool) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run(&study, args, progress),
         Command::Status { select, json } => {
-            let status = open(&study)?.status(&select.selection())?;
+            let status = open_to_read(&study)?.status(&select.selection())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -303,7 +313,7 @@ fn execute(cli: Cli, progress: bool) -> Result<ExitCode> {
         }
         Command::Explain { item, json } => {
             let id: ItemId = item.parse().map_err(anyhow::Error::msg)?;
-            let explanation = open(&study)?.explain(&id)?;
+            let explanation = open_to_read(&study)?.explain(&id)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&explanation)?);
             } else {
@@ -312,7 +322,7 @@ fn execute(cli: Cli, progress: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report => {
-            let pipeline = open(&study)?;
+            let pipeline = open_to_read(&study)?;
             let dir = pipeline.write_report()?;
             pipeline.flush()?;
             println!("report written to {}", dir.display());
@@ -423,7 +433,7 @@ fn cache(study: &Study, command: CacheCommand) -> Result<ExitCode> {
             max_size,
             dry_run,
         } => {
-            let pipeline = open(study)?;
+            let pipeline = open_to_read(study)?;
             let keep = pipeline.referenced_keys()?;
             let policy = store::GcPolicy {
                 keep_younger_than: keep_younger.map(|d| d.as_secs()),

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use cluster::{Plan, Resources};
 use pipeline::Pipeline;
-use pipeline::config::SlurmConfig;
+use pipeline::config::{DeviceChoice, SlurmConfig};
 use pipeline::runner::StageState;
 use serde_json::json;
 
@@ -218,6 +218,9 @@ pub(crate) fn submit(study: &Study, args: &RunArgs) -> Result<ExitCode> {
         text(&config.reports)?,
     ];
     let (cache, study_name) = (config.cache.clone(), config.study.clone());
+    // Planning reads the store only: like `status`, it needs no GPU on the submitting node (the
+    // tasks read the study themselves, `device:` included).
+    config.device = DeviceChoice::Cpu;
     let pipeline = Pipeline::open(config)?;
     let work = work(&pipeline, args, shards)?;
     let plan = Plan {
