@@ -10,8 +10,11 @@
 //! - `cargo xtask bench-scores [--prompts IDS] [--seeds S]`: every paper metric over MOSAIC's
 //!   published images with real-size random-weight checkpoints, scrbench against the paper-faithful
 //!   Python reference, wall time and peak memory of both.
+//! - `cargo xtask bench-slurm [--tasks 1,4] [--ms 200]`: a Slurm array of K tasks against one on a
+//!   generator that sleeps per image (`bench_slurm.rs`; starts a throwaway single-node Slurm).
 
 mod bench;
+mod bench_slurm;
 
 use std::process::ExitCode;
 
@@ -19,6 +22,15 @@ fn main() -> ExitCode {
     let mut args: Vec<_> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "bench-scores") {
         return match bench::scores(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.get(1).is_some_and(|a| a == "bench-slurm") {
+        return match bench_slurm::main(&args[2..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error:#}");
