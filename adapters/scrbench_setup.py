@@ -8,14 +8,14 @@ an adapter. Standard library only (the adapter's own packages live in its virtua
         3. downloads the weights into the Hugging Face cache with huggingface_hub
            (skipped with --smoke or --no-weights: smoke mode needs none).
         Each step checks what is there first, so setup is idempotent and resumes after a failure.
-    check NAME [--smoke] [--cache DIR]
+    check NAME [--smoke] [--cache DIR] [--dir ADAPTERS]
         what a run needs and whether it is there (repository at the pinned commit, venv, packages
         at their pins, weights in the HF cache, HF token, a GPU); no network, no GPU needed.
         Exit status 0 when everything (for --smoke: everything smoke mode needs) is present.
     new NAME [--dir DIR]
         scaffolds DIR/NAME (default adapters/NAME): manifest, worker.py, setup.yaml,
         requirements.txt, README.md; the worker passes the protocol contract as it is.
-    smoke NAME [--cache DIR] [--python PY] [-- CONTRACT-ARGS]
+    smoke NAME [--cache DIR] [--dir ADAPTERS] [--python PY] [-- CONTRACT-ARGS]
         runs scrbench_contract.py on the adapter in smoke mode with its interpreter.
 
 An adapter's setup is described by `adapters/NAME/setup.yaml` (see adapters/README.md).
@@ -603,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         sub.add_argument("--cache", type=Path, default=REPO_ROOT / "cache",
                          help="the store whose adapters/NAME/ holds src and venv (default: cache/)")
+        sub.add_argument("--dir", type=Path, default=HERE, help="the adapters' folder (default: adapters/)")
         if name in ("setup", "check"):
             sub.add_argument("--smoke", action="store_true", help="only what smoke mode needs (no weights)")
         if name in ("setup", "smoke"):
@@ -613,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "new":
         return new(args.name, args.dir.resolve())
-    adapter = Adapter(args.name, args.cache.resolve())
+    adapter = Adapter(args.name, args.cache.resolve(), args.dir.resolve())
     if args.command == "check":
         return check(adapter, args.smoke)
     if args.command == "setup":
