@@ -12,7 +12,10 @@
 //!   Python reference, wall time and peak memory of both.
 //! - `cargo xtask bench-slurm [--tasks 1,4] [--ms 200]`: a Slurm array of K tasks against one on a
 //!   generator that sleeps per image (`bench_slurm.rs`; starts a throwaway single-node Slurm).
+//! - `cargo xtask adapter setup|check|new|smoke NAME`: generation adapters' set-up, inspection,
+//!   scaffolding and smoke test (`adapter.rs`; `adapters/README.md`, `docs/adding-a-model.md`).
 
+mod adapter;
 mod bench;
 mod bench_slurm;
 
@@ -37,6 +40,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if args.get(1).is_some_and(|a| a == "adapter") {
+        return adapter::main(&args[2..]);
     }
     if args.get(1).is_some_and(|a| a == "bench-encoders") {
         return bench::encoders(&args[2..]);
