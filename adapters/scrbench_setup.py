@@ -397,6 +397,10 @@ def setup_weights(adapter: Adapter) -> None:
                               stderr=subprocess.PIPE)
         if done.returncode != 0:
             detail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"status {done.returncode}"
+            try:
+                detail = json.loads(detail)["error"]
+            except (ValueError, KeyError, TypeError):
+                pass
             if done.returncode == 3:
                 raise SystemExit(f"error: {detail}\n" + GATED_HELP.format(repo=weight["repo"]))
             raise SystemExit(f"error: downloading {weight['repo']} failed: {detail}\n"
