@@ -12,11 +12,14 @@
 //! - [`sleep::Sleep`] only sleeps and writes a tiny PNG: a stand-in for a slow model in benchmarks;
 //! - [`compose::Compose`] pastes the reference subjects onto a canvas with controlled collapse and
 //!   records the ground truth, so metrics can be checked where the truth is known.
+//! - [`worker::WorkerGenerator`] drives an out-of-process adapter (MOSAIC, XVerse, FLUX…) through
+//!   the worker protocol; its manifest schema is in [`worker`].
 
 pub mod compose;
 pub mod reference;
 pub mod replay;
 pub mod sleep;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use generate::compose::ComposeSettings;
 use generate::replay::ReplaySettings;
 use generate::sleep::SleepSettings;
+use generate::worker::WorkerSettings;
 
 use crate::detect::DetectionConfig;
 use crate::embed::EncodersConfig;
@@ -118,6 +119,9 @@ pub enum ModelConfig {
     Compose(ComposeSettings),
     /// A stand-in for a slow model: sleeps, then writes a tiny PNG (benchmarks, cluster tests).
     Sleep(SleepSettings),
+    /// An out-of-process adapter (MOSAIC, XVerse, FLUX…) speaking the worker protocol; see
+    /// `generate::worker` for its manifest and settings.
+    Worker(WorkerSettings),
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -203,8 +207,19 @@ impl StudyConfig {
             detection.resolve_paths(&base);
         }
         for model in config.models.values_mut() {
-            if let ModelConfig::Replay(settings) = model {
-                settings.dir = base.join(&settings.dir);
+            match model {
+                ModelConfig::Replay(settings) => settings.dir = base.join(&settings.dir),
+                ModelConfig::Worker(settings) => {
+                    settings.dir = base.join(&settings.dir);
+                    // A bare name (`python3`) is looked up on PATH; a relative path is the config's.
+                    if let Some(python) = &mut settings.python
+                        && python.is_relative()
+                        && python.components().count() > 1
+                    {
+                        *python = base.join(&*python);
+                    }
+                }
+                ModelConfig::Compose(_) | ModelConfig::Sleep(_) => {}
             }
         }
         Ok(config)

@@ -29,6 +29,7 @@ use generate::compose::Compose;
 use generate::reference::{REFERENCES, Reference};
 use generate::replay::Replay;
 use generate::sleep::Sleep;
+use generate::worker::WorkerGenerator;
 use serde::Serialize;
 use store::{Digest, Store};
 use tokio_util::sync::CancellationToken;
@@ -116,6 +117,10 @@ impl Pipeline {
                 ModelConfig::Sleep(settings) => {
                     Arc::new(Sleep::new(settings.clone()).map_err(model_error)?)
                 }
+                ModelConfig::Worker(settings) => Arc::new(
+                    WorkerGenerator::new(name, settings.clone(), &config.cache)
+                        .map_err(model_error)?,
+                ),
             };
             generators.insert(name.clone(), generator);
         }
