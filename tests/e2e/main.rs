@@ -9,6 +9,7 @@ mod resume;
 mod setup;
 mod slurm;
 mod study;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
