@@ -375,3 +375,143 @@ fn a_missing_detector_checkpoint_is_an_error_at_open() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no_such_model"), "{stderr}");
 }
+
+/// A Python with torch, transformers and Pillow for the transformers-backed adapters:
+/// `SCRBENCH_PYTHON` (CI sets it), else the parity venv of `tools/parity`. `None` (the test
+/// skips, saying why) only where `SCRBENCH_REQUIRE_SMOKE` is not set.
+fn transformers_python() -> Option<PathBuf> {
+    let python = std::env::var_os("SCRBENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-parity/bin/python"));
+    let usable = Command::new(&python)
+        .args(["-c", "import torch, transformers, PIL"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if usable {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("SCRBENCH_REQUIRE_SMOKE").is_none(),
+        "{} cannot import torch, transformers and PIL (SCRBENCH_REQUIRE_SMOKE is set)",
+        python.display()
+    );
+    eprintln!(
+        "skipped: no Python with torch and transformers ({})",
+        python.display()
+    );
+    None
+}
+
+/// The external detector backend: `adapters/hf-detector` (transformers' OWLv2 as a worker
+/// process) on the tiny OWLv2 fixture finds the same boxes as the native OWLv2, through the same
+/// stages; the worker is started only when there is something to detect.
+#[test]
+fn an_external_detector_worker_agrees_with_the_native_detector() {
+    let Some(python) = transformers_python() else {
+        return;
+    };
+    let prompts = "17_no_interaction,42_interaction";
+    let tmp = tempfile::tempdir().unwrap();
+    let native = write_owl_study(tmp.path(), "owlv2", 0.3);
+    run_json(&native, &["--prompts", prompts], 0);
+    let detections = |dir: &Path| -> Vec<(String, Vec<detectors::Detection>)> {
+        items_jsonl(dir)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["model"] == "k0" && prompts.split(',').any(|p| l["prompt_id"] == p))
+            .map(|l| {
+                let stored = blob(dir, &l["stages"]["detect"]["outputs"]["detections"]);
+                let mut found: Vec<detectors::Detection> =
+                    serde_json::from_value(stored["detections"].clone()).unwrap();
+                found.sort_by(|a, b| {
+                    (a.query, a.bbox[0])
+                        .partial_cmp(&(b.query, b.bbox[0]))
+                        .unwrap()
+                });
+                (l["prompt_id"].as_str().unwrap().to_owned(), found)
+            })
+            .collect()
+    };
+    let expected = detections(tmp.path());
+
+    let external = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&native).unwrap().replace(
+        "  detector: owlv2\n",
+        &format!(
+            "  detector: worker\n  worker:\n    dir: {}\n    python: {}\n  nms_iou: 0.3\n",
+            repo().join("adapters/hf-detector").display(),
+            python.display()
+        ),
+    );
+    let config = external.path().join("study.yaml");
+    std::fs::write(&config, text).unwrap();
+    let summary = run_json(&config, &["--prompts", prompts], 0);
+    assert_eq!(computed(&summary, "detect"), 2, "{summary}");
+    assert_eq!(computed(&summary, "local-score"), 2, "{summary}");
+    let found = detections(external.path());
+    assert_eq!(found.len(), expected.len());
+    let mut boxes = 0;
+    for ((prompt, ours), (_, theirs)) in expected.iter().zip(&found) {
+        assert_eq!(ours.len(), theirs.len(), "{prompt}: {ours:?} vs {theirs:?}");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert_eq!(a.query, b.query, "{prompt}");
+            assert!((a.score - b.score).abs() < 1e-4, "{prompt}: {a:?} vs {b:?}");
+            for (x, y) in a.bbox.iter().zip(&b.bbox) {
+                assert!((x - y).abs() < 1e-3, "{prompt}: {a:?} vs {b:?}");
+            }
+            boxes += 1;
+        }
+    }
+    assert!(boxes > 0);
+    let logs = std::fs::read_dir(external.path().join("cache/logs/workers"))
+        .unwrap()
+        .count();
+    assert_eq!(logs, 1, "one worker process served the run");
+
+    // Cached: nothing to detect, no worker started.
+    let again = run_json(&config, &["--prompts", prompts], 0);
+    assert_eq!(computed(&again, "detect"), 0, "{again}");
+    let logs = std::fs::read_dir(external.path().join("cache/logs/workers"))
+        .unwrap()
+        .count();
+    assert_eq!(logs, 1, "a cached rerun starts no worker");
+}
+
+/// `detector: worker` without its adapter, or an adapter that is not a detector, stops the study
+/// at open with the reason.
+#[test]
+fn a_detector_worker_needs_a_detector_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_owl_study(tmp.path(), "owlv2", 0.3);
+    let study = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        study.replace("  detector: owlv2\n", "  detector: worker\n"),
+    )
+    .unwrap();
+    let out = run_ok(scrbench(&config).args(["run"]), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`detector: worker` needs a `worker:` section"),
+        "{stderr}"
+    );
+
+    let adapter = tmp.path().join("gen");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::write(
+        adapter.join("adapter.yaml"),
+        "name: gen\nversion: 0.1.0\nkind: generator\ncommand: [\"{python}\", \"worker.py\"]\n",
+    )
+    .unwrap();
+    let text = study.replace(
+        "  detector: owlv2\n",
+        "  detector: worker\n  worker:\n    dir: gen\n    python: /usr/bin/python3\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = run_ok(scrbench(&config).args(["run"]), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("adapter.yaml") && stderr.contains("is a generator, not a detector"),
+        "{stderr}"
+    );
+}

@@ -415,26 +415,11 @@ impl WorkerGenerator {
     /// The interpreter for `{python}`: `python:`, the set-up virtual environment, or
     /// `SCRBENCH_PYTHON`.
     pub fn python(&self) -> Result<PathBuf, String> {
-        if let Some(python) = &self.settings.python {
-            return Ok(python.clone());
-        }
-        let venv = self
-            .cache
-            .join("adapters")
-            .join(&self.manifest.name)
-            .join("venv/bin/python");
-        if venv.is_file() {
-            return Ok(venv);
-        }
-        if let Some(python) = std::env::var_os("SCRBENCH_PYTHON").filter(|p| !p.is_empty()) {
-            return Ok(PathBuf::from(python));
-        }
-        Err(format!(
-            "no Python for adapter `{0}`: run `cargo xtask adapter setup {0}` (it creates {1}), \
-             set `python:` under the model, or set SCRBENCH_PYTHON",
-            self.manifest.name,
-            venv.display()
-        ))
+        adapter_python(
+            &self.manifest.name,
+            self.settings.python.as_deref(),
+            &self.cache,
+        )
     }
 
     fn worker(&self) -> Result<&Arc<Worker>, Error> {
@@ -459,6 +444,32 @@ impl WorkerGenerator {
             .as_ref()
             .map_err(|message| Error::Other(format!("model `{}`: {message}", self.model)))
     }
+}
+
+/// The interpreter for an adapter's `{python}`, for generators and detectors alike: `explicit`
+/// (the study's `python:`), else the virtual environment `cargo xtask adapter setup` creates
+/// (`<cache>/adapters/<name>/venv/bin/python`), else `SCRBENCH_PYTHON`; else an error saying how
+/// to get one.
+pub fn adapter_python(
+    name: &str,
+    explicit: Option<&Path>,
+    cache: &Path,
+) -> Result<PathBuf, String> {
+    if let Some(python) = explicit {
+        return Ok(python.to_owned());
+    }
+    let venv = cache.join("adapters").join(name).join("venv/bin/python");
+    if venv.is_file() {
+        return Ok(venv);
+    }
+    if let Some(python) = std::env::var_os("SCRBENCH_PYTHON").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(python));
+    }
+    Err(format!(
+        "no Python for adapter `{name}`: run `cargo xtask adapter setup {name}` (it creates {}), \
+         set `python:` in the study, or set SCRBENCH_PYTHON",
+        venv.display()
+    ))
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, Error> {

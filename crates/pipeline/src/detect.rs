@@ -14,15 +14,14 @@
 //! Both apply to generated images only, and only when `detection:` is configured.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::ActionKey;
 
+use crate::detector::DetectorModel;
 use crate::items::Item;
-use crate::lazy::{FileDigests, LazyModel};
 use crate::stage::{Context, Output, Stage, StageError, StageOutput, new_key, thumbnail_png};
 
 pub use detectors::{Detection, Detector};
@@ -38,13 +37,15 @@ pub enum DetectorChoice {
     Owlvit,
     /// OWLv2 (`google/owlv2-base-patch16-ensemble` unless `model:` says otherwise).
     Owlv2,
+    /// An external detector adapter (`worker:`) run as a worker process (adapters/PROTOCOL.md).
+    Worker,
 }
 
 impl DetectorChoice {
     /// The checkpoint used when `model:` is not set.
     pub fn default_model(self) -> Option<&'static str> {
         match self {
-            DetectorChoice::Oracle => None,
+            DetectorChoice::Oracle | DetectorChoice::Worker => None,
             DetectorChoice::Owlvit => Some("google/owlvit-base-patch32"),
             DetectorChoice::Owlv2 => Some("google/owlv2-base-patch16-ensemble"),
         }
@@ -88,6 +89,30 @@ pub struct DetectionConfig {
     pub threshold: f32,
     /// Per-query non-maximum suppression at this IoU; `null` keeps every box.
     pub nms_iou: Option<f32>,
+    /// `detector: worker`: the external detector adapter.
+    pub worker: Option<WorkerDetectorConfig>,
+}
+
+/// `detection: worker:`: an external detector adapter, run as a long-lived worker process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerDetectorConfig {
+    /// The adapter's folder (with `adapter.yaml`, `kind: detector`), relative to the config file.
+    pub dir: std::path::PathBuf,
+    /// The interpreter for `{python}` in the manifest's command; default: the adapter's venv
+    /// `<cache>/adapters/<name>/venv/bin/python`, else `$SCRBENCH_PYTHON`.
+    #[serde(default)]
+    pub python: Option<std::path::PathBuf>,
+    /// Run the adapter in smoke mode (its manifest's `smoke_args`).
+    #[serde(default)]
+    pub smoke: bool,
+    /// Tries per image before it fails (default 3).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    3
 }
 
 impl Default for DetectionConfig {
@@ -103,6 +128,7 @@ impl Default for DetectionConfig {
             template: detectors::OwlOptions::default().template,
             threshold: detectors::OwlOptions::default().threshold,
             nms_iou: detectors::OwlOptions::default().nms_iou,
+            worker: None,
         }
     }
 }
@@ -125,13 +151,32 @@ impl DetectionConfig {
             return Err(format!("`detection: nms_iou: {iou}` must be within [0, 1]"));
         }
         if self.detector == DetectorChoice::Oracle && self.model.is_some() {
-            return Err("`detection: model:` needs a model detector (owlvit, owlv2)".into());
+            return Err(
+                "`detection: model:` needs a model detector (owlvit, owlv2, worker)".into(),
+            );
         }
-        Ok(())
+        match (self.detector, &self.worker) {
+            (DetectorChoice::Worker, None) => {
+                Err("`detector: worker` needs a `worker:` section (`dir:` of the adapter)".into())
+            }
+            (DetectorChoice::Worker, Some(w)) if w.attempts == 0 => {
+                Err("`detection: worker: attempts:` must be at least 1".into())
+            }
+            (DetectorChoice::Worker, Some(_)) | (_, None) => Ok(()),
+            (_, Some(_)) => Err("`detection: worker:` needs `detector: worker`".into()),
+        }
     }
 
     /// Resolves a local model directory against `base` (the config file's directory).
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(worker) = &mut self.worker {
+            worker.dir = base.join(&worker.dir);
+            if let Some(python) = &mut worker.python
+                && python.components().count() > 1
+            {
+                *python = base.join(&*python);
+            }
+        }
         if let Some(model) = &mut self.model {
             let local = base.join(&*model);
             if local.is_dir() {
@@ -149,82 +194,10 @@ pub struct Detections {
     pub detections: Vec<Detection>,
 }
 
-/// An OWL checkpoint, resolved when the study opens and loaded on the first image a run detects.
-pub struct OwlModel {
-    checkpoint: encoders::Checkpoint,
-    options: detectors::OwlOptions,
-    device: candle_core::Device,
-    files: FileDigests,
-    model: LazyModel<detectors::OwlDetector>,
-}
-
-impl OwlModel {
-    /// Resolves the configured checkpoint (no weights read): a missing model is an error at open.
-    pub fn resolve(
-        config: &DetectionConfig,
-        device: &candle_core::Device,
-    ) -> Result<OwlModel, encoders::Error> {
-        let model = config
-            .model
-            .clone()
-            .or(config.detector.default_model().map(str::to_owned))
-            .unwrap_or_default();
-        let mut spec = encoders::ModelSpec::new(model);
-        if let Some(revision) = &config.revision {
-            spec = spec.with_revision(revision.clone());
-        }
-        let checkpoint = encoders::Checkpoint::resolve(&spec)?;
-        let mut files = vec![checkpoint.config_file.clone()];
-        files.extend(checkpoint.weight_files.iter().cloned());
-        for name in ["tokenizer.json", "preprocessor_config.json"] {
-            files.extend(checkpoint.file(name));
-        }
-        Ok(OwlModel {
-            options: detectors::OwlOptions {
-                template: config.template.clone(),
-                threshold: config.threshold,
-                nms_iou: config.nms_iou,
-                ..detectors::OwlOptions::default()
-            },
-            files: FileDigests::new(files),
-            checkpoint,
-            device: device.clone(),
-            model: LazyModel::default(),
-        })
-    }
-
-    /// The model part of a key: file digests, options and implementation, no local paths.
-    fn model_key(&self, cx: &Context) -> Result<BTreeMap<String, String>, StageError> {
-        let mut model = self.files.get(cx)?;
-        model.insert("detector".into(), "owl".into());
-        model.insert("options".into(), json!(self.options).to_string());
-        model.insert(
-            "implementation".into(),
-            detectors::IMPLEMENTATION_VERSION.to_string(),
-        );
-        model.insert("dtype".into(), "f32".into());
-        if let Some(revision) = &self.checkpoint.revision {
-            model.insert("hub_id".into(), self.checkpoint.model.clone());
-            model.insert("revision".into(), revision.clone());
-        }
-        Ok(model)
-    }
-
-    fn detector(&self) -> Result<Arc<detectors::OwlDetector>, StageError> {
-        self.model.get(|| {
-            let dir = self.checkpoint.dir.display();
-            tracing::info!("loading the detector from {dir}");
-            detectors::OwlDetector::load(&self.checkpoint, self.options.clone(), &self.device)
-                .map(Arc::new)
-                .map_err(|e| format!("cannot load the detector from {dir}: {e}"))
-        })
-    }
-}
-
 /// The `detect` stage.
 pub struct DetectStage {
     /// A model detector; `None` for the oracle.
-    pub model: Option<OwlModel>,
+    pub model: Option<DetectorModel>,
 }
 
 const ORACLE_NEEDS_TRUTH: &str = "the oracle detector needs compose's ground truth (a `truth` \
@@ -245,7 +218,7 @@ impl Stage for DetectStage {
 
     fn release(&self) {
         if let Some(model) = &self.model {
-            model.model.release();
+            model.release();
         }
     }
 
@@ -282,13 +255,7 @@ impl Stage for DetectStage {
                     })?;
                 oracle(&truth, &queries)?
             }
-            Some(model) => {
-                let image = decode(cx, key)?;
-                let detector = model.detector()?;
-                detector
-                    .detect(&image, &queries)
-                    .map_err(|e| StageError::Failed(format!("detector: {e}")))?
-            }
+            Some(model) => model.detect(cx, &key.inputs["image"], &queries)?,
         };
         let count = detections.len();
         let bytes = serde_json::to_vec_pretty(&Detections {
@@ -332,9 +299,9 @@ pub fn oracle(
         .collect())
 }
 
-fn decode(cx: &Context, key: &ActionKey) -> Result<RgbImage, StageError> {
-    let digest = key.inputs["image"];
-    let bytes = cx.store.read_blob(&digest)?;
+/// The image blob `digest`, decoded (the name in errors is the item and the digest).
+pub(crate) fn decode(cx: &Context, digest: &store::Digest) -> Result<RgbImage, StageError> {
+    let bytes = cx.store.read_blob(digest)?;
     let name = std::path::PathBuf::from(format!("{}@{}", cx.item.id(), digest.short()));
     preprocess::decode_rgb(&bytes, &name).map_err(|e| StageError::Failed(e.to_string()))
 }
@@ -403,7 +370,7 @@ impl Stage for CropStage {
     }
 
     fn run(&self, cx: &Context, key: &ActionKey) -> Result<StageOutput, StageError> {
-        let image = decode(cx, key)?;
+        let image = decode(cx, &key.inputs["image"])?;
         let detections: Detections =
             serde_json::from_slice(&cx.store.read_blob(&key.inputs["detections"])?)
                 .map_err(|e| StageError::Failed(format!("detections do not parse: {e}")))?;

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod detector;
 pub mod embed;
 pub mod explain;
 pub mod items;
@@ -62,7 +63,7 @@ pub enum PipelineError {
         source: encoders::Error,
     },
     #[error("detector")]
-    Detector { source: encoders::Error },
+    Detector { source: detector::DetectorError },
     #[error("cache {path}")]
     Store { path: PathBuf, source: store::Error },
     #[error(transparent)]
@@ -149,13 +150,9 @@ impl Pipeline {
         }
         // Detection stages come after `score`, so an image whose detection fails is still scored.
         if let (Some(detection), Some(dinov2)) = (&config.detection, dinov2) {
-            let model = match detection.detector {
-                detect::DetectorChoice::Oracle => None,
-                detect::DetectorChoice::Owlvit | detect::DetectorChoice::Owlv2 => Some(
-                    detect::OwlModel::resolve(detection, &device(&config)?)
-                        .map_err(|source| PipelineError::Detector { source })?,
-                ),
-            };
+            let device = || device(&config);
+            let model = detector::DetectorModel::open(detection, device, &config.cache)
+                .map_err(|source| PipelineError::Detector { source })?;
             stages.push(Arc::new(detect::DetectStage { model }));
             stages.push(Arc::new(detect::CropStage {
                 config: detection.clone(),
@@ -406,7 +403,10 @@ fn embedding_stages(config: &StudyConfig) -> Result<EmbeddingStages, PipelineErr
     if encoders.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let device = device(config)?;
+    let device = device(config).map_err(|source| PipelineError::Encoder {
+        encoder: "device",
+        source,
+    })?;
     tracing::info!("encoders run on {device:?}");
     let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
     let mut dinov2 = None;
@@ -440,15 +440,10 @@ fn embedding_stages(config: &StudyConfig) -> Result<EmbeddingStages, PipelineErr
 }
 
 /// The device the configured models run on.
-fn device(config: &StudyConfig) -> Result<candle_core::Device, PipelineError> {
+fn device(config: &StudyConfig) -> Result<candle_core::Device, encoders::Error> {
     match config.device {
         config::DeviceChoice::Cpu => Ok(candle_core::Device::Cpu),
-        config::DeviceChoice::Cuda => {
-            candle_core::Device::new_cuda(0).map_err(|e| PipelineError::Encoder {
-                encoder: "device",
-                source: encoders::Error::from(e),
-            })
-        }
+        config::DeviceChoice::Cuda => Ok(candle_core::Device::new_cuda(0)?),
     }
 }
 
