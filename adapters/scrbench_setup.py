@@ -85,8 +85,11 @@ class Adapter:
         self.manifest = read_manifest(self.folder / "adapter.yaml")
         self.setup = read_setup(self.folder / "setup.yaml")
         self.home = cache / "adapters" / name
-        self.src = self.home / "src"
-        self.venv = self.home / "venv"
+        # `same_as: other`: this adapter runs in the other's clone and venv (linked, not copied).
+        self.same_as = self.setup.get("same_as") or None
+        shared = cache / "adapters" / self.same_as if self.same_as else self.home
+        self.src = shared / "src"
+        self.venv = shared / "venv"
         self.python = self.venv / "bin" / "python"
         self.repository = self.setup.get("repository") or None
         self.weights = [w for w in self.setup.get("weights") or [] if isinstance(w, dict)]
@@ -355,6 +358,13 @@ def setup_venv(adapter: Adapter, python: str | None) -> None:
     if ok:
         step(f"packages: {detail}")
         return
+    # Never pip-install into anything but this venv (a stray link could point at a system Python).
+    prefix = subprocess.run([str(adapter.python), "-c", "import sys;print(sys.prefix != sys.base_prefix, sys.prefix)"],
+                            text=True, capture_output=True).stdout.strip()
+    is_venv, _, where = prefix.partition(" ")
+    if is_venv != "True" or Path(where).resolve() != adapter.venv.resolve():
+        raise SystemExit(f"error: {adapter.python} is not the venv {adapter.venv} (its prefix: {where or '?'}); "
+                         f"remove {adapter.venv} and run setup again")
     step(f"packages: installing {adapter.requirements} ({detail})")
     run([adapter.python, "-m", "pip", "install", "--disable-pip-version-check", "-r", adapter.requirements])
     ok, detail = venv_packages(adapter)
@@ -410,10 +420,29 @@ def setup_weights(adapter: Adapter) -> None:
             raise SystemExit(f"error: {weight['repo']} downloaded but incomplete: {'; '.join(missing[:5])}")
 
 
+def link_shared(adapter: Adapter) -> None:
+    """<cache>/adapters/NAME/{src,venv} as links to the `same_as` adapter's, where scrbench and
+    the worker look for them."""
+    adapter.home.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "venv"):
+        link = adapter.home / name
+        target = Path("..") / adapter.same_as / name
+        if link.is_symlink() and os.readlink(link) == str(target):
+            continue
+        if link.exists() or link.is_symlink():
+            raise SystemExit(f"error: {link} exists; remove it to share {adapter.same_as}'s {name}")
+        link.symlink_to(target)
+    step(f"{adapter.home}/src and venv: links to {adapter.same_as}'s")
+
+
 def setup(adapter: Adapter, args) -> int:
     print(f"setting up {adapter.name} in {adapter.home}")
+    if adapter.same_as:
+        print(f"(it shares the clone and venv of {adapter.same_as})")
     setup_repository(adapter, args.repo_from)
     setup_venv(adapter, args.python)
+    if adapter.same_as:
+        link_shared(adapter)
     if args.smoke or args.no_weights:
         step("weights: skipped (" + ("smoke mode needs none" if args.smoke else "--no-weights") + ")")
     else:
