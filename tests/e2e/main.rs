@@ -1,6 +1,7 @@
 //! End-to-end tests of the `scrbench` binary on the paper's data (`../shared/datasets/p13n-workshop`)
 //! and on synthetic `compose` studies. Each test works in its own temporary directory.
 
+mod adapters;
 mod cache;
 mod errors;
 mod local;
