@@ -5,18 +5,20 @@
 //! ```text
 //! scrbench-test-worker [--adapter NAME] [--smoke] [--max-in-flight N] [--protocol N]
 //!                      [--log FILE] [--start MODE] [--fault LABEL=MODE]... [--work-ms MS]
-//!                      [--progress] [--ignore-shutdown]
+//!                      [--progress] [--ignore-shutdown] [--noise]
 //! ```
 //!
 //! - `--log FILE`: appends one JSON line per event (`start`, `received`, `replied`) with the pid,
 //!   the request id and label (the id before `#`), and for `received` the time since this process
-//!   last replied (`gap_us`, absent for its first request). `*-once` modes need it: they fire
+//!   began writing its last reply (`gap_us`, absent for its first request). `*-once` modes need it: they fire
 //!   only when the log shows no earlier start (start modes) or receipt of the label (faults).
 //! - `--start MODE`: `normal`, `crash`, `crash-once`, `hang`, `hang-once`, `slow:MS`,
 //!   `slow-once:MS`, `garbage`, `wrong-adapter`.
 //! - `--fault LABEL=MODE` for requests labelled LABEL (`*` = every request): `crash`, `hang`,
 //!   `garbage`, `wrong-size`, `not-image`, `missing`, `refuse`, each also as `…-once`, and
 //!   `slow:MS`.
+//!
+//! - `--noise`: random pixels instead of a solid colour (realistic PNG encoding and decoding cost).
 //!
 //! Arguments can also come from the environment variable `SCRBENCH_TEST_WORKER_ARGS`
 //! (whitespace-separated, read before the command line).
@@ -42,6 +44,7 @@ struct Options {
     work: Duration,
     progress: bool,
     ignore_shutdown: bool,
+    noise: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options, String> {
@@ -60,6 +63,7 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             "--smoke" => options.smoke = true,
             "--progress" => options.progress = true,
             "--ignore-shutdown" => options.ignore_shutdown = true,
+            "--noise" => options.noise = true,
             "--max-in-flight" => {
                 options.max_in_flight = value()?.parse().map_err(|e| format!("{e}"))?
             }
@@ -307,7 +311,7 @@ fn main() -> ExitCode {
                 ));
                 println!("step 1/28 {id}");
                 let _ = std::io::stdout().flush();
-                serve(&request, 0)
+                serve(&request, 0, options.noise)
             }
             "refuse" => Reply {
                 id: id.clone(),
@@ -315,7 +319,7 @@ fn main() -> ExitCode {
                 error: Some(format!("refusing {id} (deliberately)")),
                 ..Reply::default()
             },
-            "wrong-size" => serve(&request, 1),
+            "wrong-size" => serve(&request, 1, options.noise),
             "not-image" => match std::fs::write(&request.output, b"this is not a PNG") {
                 Ok(()) => ok(&request),
                 Err(e) => refused(&request, &e.to_string()),
@@ -324,14 +328,17 @@ fn main() -> ExitCode {
                 let _ = std::fs::remove_file(&request.output);
                 ok(&request)
             }
-            _ => serve(&request, 0),
+            _ => serve(&request, 0, options.noise),
         };
         // Logged before it is sent, so a test that got the reply finds it in the log.
         log.write(
             json!({"event": "replied", "id": id, "label": label, "ok": reply.ok, "mode": mode}),
         );
+        // The clock starts before the write: once the reply is in the pipe, scrbench may run
+        // before this process is scheduled again, and that wait is part of the gap.
+        let replying = Instant::now();
         send(&Message::Result(reply));
-        last_reply = Some(Instant::now());
+        last_reply = Some(replying);
     }
     say("stdin closed");
     ExitCode::SUCCESS
@@ -357,8 +364,9 @@ fn refused(request: &GenerateRequest, error: &str) -> Reply {
     }
 }
 
-/// Writes a solid-colour PNG `extra` pixels wider than requested (0: the requested size).
-fn serve(request: &GenerateRequest, extra: u32) -> Reply {
+/// Writes a PNG `extra` pixels wider than requested (0: the requested size): a solid colour, or
+/// random pixels with `noise`.
+fn serve(request: &GenerateRequest, extra: u32, noise: bool) -> Reply {
     if !request.output.is_absolute() {
         return refused(request, "the output path is not absolute");
     }
@@ -378,8 +386,21 @@ fn serve(request: &GenerateRequest, extra: u32) -> Reply {
         hash = (hash ^ u32::from(byte)).wrapping_mul(16777619);
     }
     let [r, g, b, _] = hash.to_le_bytes();
-    let image =
-        image::RgbImage::from_pixel(request.width + extra, request.height, image::Rgb([r, g, b]));
+    let (width, height) = (request.width + extra, request.height);
+    let image = if noise {
+        // Incompressible pixels: PNG writing and decoding cost what they cost for a photograph
+        // or more (a solid colour decodes in microseconds).
+        let mut state = u64::from(hash) | 1;
+        image::RgbImage::from_fn(width, height, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let [r, g, b, ..] = state.to_le_bytes();
+            image::Rgb([r, g, b])
+        })
+    } else {
+        image::RgbImage::from_pixel(width, height, image::Rgb([r, g, b]))
+    };
     match write_png(&image, &request.output) {
         Ok(()) => ok(request),
         Err(e) => refused(request, &e),
