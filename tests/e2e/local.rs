@@ -376,15 +376,18 @@ fn a_missing_detector_checkpoint_is_an_error_at_open() {
     assert!(stderr.contains("no_such_model"), "{stderr}");
 }
 
-/// A Python with torch, transformers and Pillow for the transformers-backed adapters:
-/// `SCRBENCH_PYTHON` (CI sets it), else the parity venv of `tools/parity`. `None` (the test
-/// skips, saying why) only where `SCRBENCH_REQUIRE_SMOKE` is not set.
+/// A Python with the hf-detector adapter's packages (torch, transformers, Pillow, scipy): the smoke
+/// venv (`SCRBENCH_SMOKE_PYTHON`, which `.ci/run` builds with `adapters/tests/smoke_venv.sh`), else
+/// `SCRBENCH_PYTHON`, else the parity venv of `tools/parity`. `None` (the test skips, saying why)
+/// only where `SCRBENCH_REQUIRE_SMOKE` is not set.
 fn transformers_python() -> Option<PathBuf> {
-    let python = std::env::var_os("SCRBENCH_PYTHON")
+    let python = ["SCRBENCH_SMOKE_PYTHON", "SCRBENCH_PYTHON"]
+        .into_iter()
+        .find_map(std::env::var_os)
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".venv-parity/bin/python"));
     let usable = Command::new(&python)
-        .args(["-c", "import torch, transformers, PIL"])
+        .args(["-c", "import torch, transformers, PIL, scipy"])
         .output()
         .is_ok_and(|o| o.status.success());
     if usable {
@@ -392,11 +395,11 @@ fn transformers_python() -> Option<PathBuf> {
     }
     assert!(
         std::env::var_os("SCRBENCH_REQUIRE_SMOKE").is_none(),
-        "{} cannot import torch, transformers and PIL (SCRBENCH_REQUIRE_SMOKE is set)",
+        "{} lacks adapters/hf-detector/requirements.txt (SCRBENCH_REQUIRE_SMOKE is set)",
         python.display()
     );
     eprintln!(
-        "skipped: no Python with torch and transformers ({})",
+        "skipped: no Python with adapters/hf-detector/requirements.txt ({})",
         python.display()
     );
     None
