@@ -326,3 +326,31 @@ fn a_worker_without_an_interpreter_says_how_to_set_it_up() {
         0,
     );
 }
+
+#[test]
+fn two_worker_models_in_one_study_each_start_once_and_shut_down_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = adapter(tmp.path(), "a", &["--max-in-flight", "2"], "");
+    let b = adapter(tmp.path(), "b", &["--max-in-flight", "2"], "");
+    let config = study(
+        tmp.path(),
+        &format!(
+            "  a:\n    adapter: worker\n    dir: {}\n  b:\n    adapter: worker\n    dir: {}\n    \
+             settings: {{width: 32}}\n",
+            a.display(),
+            b.display()
+        ),
+    );
+    let summary = run_json(
+        &config,
+        &["--prompts", "01_no_interaction,02_no_interaction"],
+        0,
+    );
+    assert_eq!(computed(&summary, "generate"), 8, "{summary}");
+    assert_eq!((starts(tmp.path(), "a"), starts(tmp.path(), "b")), (1, 1));
+    // Both were shut down cleanly when the run ended, not killed.
+    for entry in std::fs::read_dir(tmp.path().join("cache/logs/workers")).unwrap() {
+        let log = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(log.contains("shutdown"), "{log}");
+    }
+}
