@@ -123,6 +123,24 @@ fn a_scaffolded_adapter_runs_through_the_pipeline() {
     );
     let again = run_json(&config, &TWO_PROMPTS, 0);
     assert_eq!(cached(&again, "generate"), 4, "{again}");
+
+    // Scored, the report names the model by its adapter's label.
+    let label = record["label"].as_str().unwrap().to_owned();
+    let study = std::fs::read_to_string(&config).unwrap().replace(
+        "models:\n",
+        &format!(
+            "encoders:\n  dinov2:\n    model: {}\nmodels:\n",
+            repo().join("tests/fixtures/encoders/dinov2_tiny").display()
+        ),
+    );
+    std::fs::write(&config, study).unwrap();
+    let scored = run_json(&config, &TWO_PROMPTS, 0);
+    assert_eq!(computed(&scored, "score"), 4, "{scored}");
+    let report = std::fs::read_to_string(tmp.path().join("reports/test/report.md")).unwrap();
+    assert!(
+        report.contains(&format!("- throwaway: {label}")),
+        "{report}"
+    );
 }
 
 /// The interpreter for the psr smoke test, or why there is none.

@@ -81,6 +81,11 @@ fn image_scores(
             provenance: provenance(states),
             error: None,
         };
+        // A worker generator's own account of the image (label, adapter, device, timing).
+        if let Some(generator) = done_json::<Value>(pipeline, states, "generate", "provenance")? {
+            record.provenance["label"] = generator["label"].clone();
+            record.provenance["generator"] = generator;
+        }
         match state("score") {
             Some(StageState::Done(entry)) => {
                 let digest = entry.outputs.get("scores").ok_or_else(|| {
@@ -188,7 +193,8 @@ fn gallery(pipeline: &Pipeline, evaluated: &Evaluated) -> std::io::Result<scores
     Ok(gallery)
 }
 
-/// What produced an image's scores: scrbench's version and each encoder's identity.
+/// What produced an image's scores: scrbench's version and each encoder's identity (and, added by
+/// [`image_scores`], a worker generator's `label` and `generator` provenance).
 fn provenance(states: &[(&'static str, StageState)]) -> Value {
     let encoders: Map<String, Value> = states
         .iter()

@@ -202,6 +202,10 @@ pub struct Summary {
     pub prompts: Vec<PromptPoint>,
     /// Sorted by model, prompt id, seed.
     pub failed: Vec<Failed>,
+    /// What each model really is, where its generator says (`provenance.label` of its images),
+    /// e.g. "FLUX.1-dev, text only, as run in the paper (not PSR)".
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Summary {
@@ -328,6 +332,13 @@ pub fn aggregate(scores: &[ImageScores], bootstrap: &Bootstrap) -> Result<Summar
         }
         prompts.extend(prompt_points(model, &images, &metrics));
     }
+    let labels = sorted
+        .iter()
+        .filter_map(|s| {
+            let label = s.provenance.get("label")?.as_str()?;
+            Some((s.model.clone(), label.to_owned()))
+        })
+        .collect();
     let failed = sorted
         .iter()
         .filter_map(|s| {
@@ -348,6 +359,7 @@ pub fn aggregate(scores: &[ImageScores], bootstrap: &Bootstrap) -> Result<Summar
         cells,
         prompts,
         failed,
+        labels,
     })
 }
 

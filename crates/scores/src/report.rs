@@ -192,6 +192,12 @@ pub fn report_md(study: &str, summary: &Summary) -> String {
         )
         .unwrap();
     }
+    if !summary.labels.is_empty() {
+        out.push_str("\nWhat the models are, as their adapters label them:\n\n");
+        for (model, label) in &summary.labels {
+            writeln!(out, "- {}: {}", md(model), md(label)).unwrap();
+        }
+    }
 
     let tau = summary.headline_tau().map(str::to_owned);
     let scr = tau.as_deref().map(Metric::scr);

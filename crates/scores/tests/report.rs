@@ -290,3 +290,24 @@ fn local_metrics_are_aggregated_and_reported_beside_global_scr() {
     let md = std::fs::read_to_string(&plain.report_md).unwrap();
     assert!(!md.contains("local"), "{md}");
 }
+
+/// A generator's label (how its adapter says what the model really is) is printed with the model.
+#[test]
+fn model_labels_from_provenance_are_reported() {
+    let mut scores = toy_scores();
+    for s in &mut scores {
+        s.provenance["label"] = "FLUX.1-dev, text only, as run in the paper (not PSR)".into();
+    }
+    let summary = aggregate(&scores, &Bootstrap::default()).unwrap();
+    assert_eq!(
+        summary.labels["toy"],
+        "FLUX.1-dev, text only, as run in the paper (not PSR)"
+    );
+    let md = scores::report::report_md("toy", &summary);
+    assert!(
+        md.contains("- toy: FLUX.1-dev, text only, as run in the paper (not PSR)"),
+        "{md}"
+    );
+    let plain = aggregate(&toy_scores(), &Bootstrap::default()).unwrap();
+    assert!(!scores::report::report_md("toy", &plain).contains("What the models are"));
+}
