@@ -78,7 +78,8 @@ pub struct SlurmConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Concurrency {
-    /// Generation requests in flight (one GPU: 1).
+    /// Generation requests in flight (default 2). A worker adapter serves its requests one at a
+    /// time; a second one waits in the worker, so its GPU never waits for scrbench.
     pub generate: usize,
     /// Images inspected at once (CPU).
     pub inspect: usize,
@@ -101,7 +102,7 @@ impl Default for Concurrency {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Concurrency {
-            generate: 1,
+            generate: 2,
             inspect: cpus,
             embed: 1,
             batch: 16,

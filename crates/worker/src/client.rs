@@ -900,8 +900,10 @@ impl Supervisor {
                 return;
             }
         };
-        // Give it a moment to exit by itself so the message can carry its real exit status.
-        let (status, stderr) = stop(process, Duration::from_millis(500));
+        // A worker whose stdout ended is exiting: give it time to do so by itself (generous, for a
+        // loaded machine; it returns as soon as the process is gone) so the message carries its
+        // real exit status.
+        let (status, stderr) = stop(process, Duration::from_secs(5));
         let mut message = match status {
             Some(status) => format!("the worker exited ({status})"),
             None => "the worker closed its stdout".to_owned(),
