@@ -9,7 +9,10 @@ use super::*;
 fn default_study_from_an_imported_dataset_then_report_stats_and_gc() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("pipeline.yaml");
-    std::fs::copy(repo().join("pipeline.yaml"), &config).unwrap();
+    // The copy's adapters are the repository's.
+    let study = std::fs::read_to_string(repo().join("pipeline.yaml")).unwrap();
+    let adapters = format!("dir: {}/", repo().join("adapters").display());
+    std::fs::write(&config, study.replace("dir: adapters/", &adapters)).unwrap();
     let hub = fake_hub(tmp.path());
     let scrbench = |config: &Path| {
         let mut command = super::scrbench(config);
@@ -68,11 +71,16 @@ fn default_study_from_an_imported_dataset_then_report_stats_and_gc() {
     let other = run_json(&config, &["--model", "compose", "--limit", "2"], 0);
     assert_eq!(computed(&other, "score") + cached(&other, "score"), 2);
 
-    // The report covers the whole study (675 images and the 30 references) and is rebuilt from
-    // the cache alone.
+    // The report covers the whole study (7 models × 225 images, four of them GPU workers that
+    // were not run and were never started, and the 30 references) and is rebuilt from the cache
+    // alone.
     let report = tmp.path().join("reports/p13n-workshop");
     let items = std::fs::read_to_string(report.join("items.jsonl")).unwrap();
-    assert_eq!(items.lines().count(), 675 + 30);
+    assert_eq!(items.lines().count(), 7 * 225 + 30);
+    assert!(
+        !tmp.path().join("cache/logs/workers").exists(),
+        "no worker was started"
+    );
     let scored = items
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
