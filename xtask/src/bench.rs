@@ -141,6 +141,19 @@ fn workspace_root() -> Result<PathBuf> {
 /// `cargo xtask bench-encoders`: runs the encoders' benchmark binary in release mode from the
 /// workspace root, forwarding `args`.
 pub fn encoders(args: &[OsString]) -> std::process::ExitCode {
+    run_release_bin("encoders", "bench-encoders", args)
+}
+
+/// `cargo xtask bench-detectors`: runs the detectors' benchmark binary (OWL-ViT and OWLv2 against
+/// transformers, `crates/detectors/src/bin/bench_detectors.rs`) in release mode from the workspace
+/// root, forwarding `args`.
+pub fn detectors(args: &[OsString]) -> std::process::ExitCode {
+    run_release_bin("detectors", "bench-detectors", args)
+}
+
+/// `cargo run --release -p package --bin bin -- args` from the workspace root (where the
+/// benchmarks' default `.venv-parity/bin/python` and `tools/parity/…` paths resolve).
+fn run_release_bin(package: &str, bin: &str, args: &[OsString]) -> std::process::ExitCode {
     let run = || -> Result<bool> {
         let root = workspace_root()?;
         let status = Command::new(env!("CARGO"))
@@ -149,9 +162,9 @@ pub fn encoders(args: &[OsString]) -> std::process::ExitCode {
                 "--release",
                 "--quiet",
                 "-p",
-                "encoders",
+                package,
                 "--bin",
-                "bench-encoders",
+                bin,
                 "--",
             ])
             .args(args)

@@ -7,6 +7,8 @@
 //! - `cargo xtask bench-encoders [ARGS]`: our encoders against transformers on the same real-size
 //!   random-weight checkpoints (`crates/encoders/src/bin/bench_encoders.rs`; needs the Python
 //!   environment of `tools/parity/README.md`).
+//! - `cargo xtask bench-detectors [ARGS]`: OWL-ViT and OWLv2 against transformers on the same
+//!   real-size random-weight checkpoints and images (`crates/detectors/src/bin/bench_detectors.rs`).
 //! - `cargo xtask bench-scores [--prompts IDS] [--seeds S]`: every paper metric over MOSAIC's
 //!   published images with real-size random-weight checkpoints, scrbench against the paper-faithful
 //!   Python reference, wall time and peak memory of both.
@@ -46,6 +48,9 @@ fn main() -> ExitCode {
     }
     if args.get(1).is_some_and(|a| a == "bench-encoders") {
         return bench::encoders(&args[2..]);
+    }
+    if args.get(1).is_some_and(|a| a == "bench-detectors") {
+        return bench::detectors(&args[2..]);
     }
     if args.get(1).is_some_and(|a| a == "bench") {
         args.remove(1);
