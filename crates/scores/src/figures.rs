@@ -183,11 +183,19 @@ where
         (Some(&a), Some(&b)) => (a as i32, b as i32),
         _ => (0, 1),
     };
+    // With detection, the local SCR at the same τ as a dashed line beside each model's global one.
+    let local = match scr {
+        Metric::Scr(tau) if summary.local_thresholds.contains(tau) => {
+            Some(Metric::LocalScr(tau.clone()))
+        }
+        _ => None,
+    };
+    let caption = match &local {
+        Some(_) => format!("{} vs N (95% CI); dashed: local", scr.title()),
+        None => format!("{} vs number of subjects N (95% CI)", scr.title()),
+    };
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{} vs number of subjects N (95% CI)", scr.title()),
-            font(20),
-        )
+        .caption(caption, font(20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
@@ -218,6 +226,22 @@ where
         let line = stats.iter().map(|&(n, mean, _, _)| (n, mean));
         chart.draw_series(LineSeries::new(line.clone(), color(i).stroke_width(2)))?;
         chart.draw_series(line.map(|p| Circle::new(p, 4, color(i).filled())))?;
+        if let Some(local) = &local {
+            let points: Vec<(i32, f64)> = counts
+                .iter()
+                .filter_map(|&n| {
+                    let s = summary.cell(model, Some(n), None)?.stat(local)?;
+                    Some((n as i32, 100.0 * s.mean))
+                })
+                .collect();
+            chart.draw_series(DashedLineSeries::new(
+                points.iter().copied(),
+                6,
+                4,
+                color(i).stroke_width(2),
+            ))?;
+            chart.draw_series(points.into_iter().map(|p| Cross::new(p, 4, color(i))))?;
+        }
     }
     Ok(())
 }

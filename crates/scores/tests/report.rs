@@ -248,9 +248,14 @@ fn local_metrics_are_aggregated_and_reported_beside_global_scr() {
     let dir = tempfile::tempdir().unwrap();
     let options = ReportOptions {
         bootstrap,
-        figures: false,
+        figures: true,
     };
     let files = write_report(dir.path(), "toy", &scores, &options).unwrap();
+    let scr_vs_n = std::fs::read_to_string(&files.figures[0]).unwrap();
+    assert!(
+        scr_vs_n.contains("dashed: local"),
+        "the figure shows local SCR"
+    );
     let md = std::fs::read_to_string(&files.report_md).unwrap();
     let section = md
         .split("## Global and local SCR@0.4")
@@ -289,6 +294,8 @@ fn local_metrics_are_aggregated_and_reported_beside_global_scr() {
     let plain = write_report(dir.path(), "toy", &toy_scores(), &options).unwrap();
     let md = std::fs::read_to_string(&plain.report_md).unwrap();
     assert!(!md.contains("local"), "{md}");
+    let scr_vs_n = std::fs::read_to_string(&plain.figures[0]).unwrap();
+    assert!(!scr_vs_n.contains("dashed: local"));
 }
 
 /// A generator's label (how its adapter says what the model really is) is printed with the model.
