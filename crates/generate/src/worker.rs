@@ -18,7 +18,7 @@
 //! env: {PYTORCH_CUDA_ALLOC_CONF: expandable_segments:True}   # optional, added to the environment
 //! max_in_flight: 2              # optional upper bound on pipelining (the worker's hello decides)
 //! timeouts: {startup_s: 900, request_s: 900, shutdown_s: 10}   # optional, seconds (fractions allowed)
-//! restarts: {max: 5, backoff_s: 1, backoff_max_s: 60}        # optional: failed starts before giving up, backoff
+//! restarts: {max: 5, max_failures: 10, backoff_s: 1, backoff_max_s: 60}   # optional: give-up limits, backoff (PROTOCOL.md)
 //! ```
 //!
 //! Unknown keys are errors naming the file. A study uses it as a model:
@@ -143,6 +143,10 @@ pub struct Restarts {
     /// Consecutive failed starts after which the model is given up for the run (default 5).
     #[serde(default)]
     pub max: Option<u32>,
+    /// Consecutive failures of the running worker without a successful result after which the
+    /// model is given up for the run (default 10).
+    #[serde(default)]
+    pub max_failures: Option<u32>,
     /// First restart delay in seconds, doubling per consecutive failure (default 1).
     #[serde(default)]
     pub backoff_s: Option<f64>,
@@ -240,6 +244,9 @@ impl Manifest {
         )?;
         if let Some(max) = r.max {
             config.max_restarts = max.max(1);
+        }
+        if let Some(max) = r.max_failures {
+            config.max_failures = max.max(1);
         }
         Ok(config)
     }

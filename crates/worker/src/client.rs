@@ -71,6 +71,10 @@ pub struct WorkerConfig {
     pub attempts: u32,
     /// Consecutive failed starts after which the worker is given up (default 5, at least 1).
     pub max_restarts: u32,
+    /// Consecutive failures of a running worker (exits, hangs, protocol errors) without one
+    /// successful result in between, after which it is given up (default 10, at least 1): a worker
+    /// that crashes on every request stops the model instead of reloading it for every item.
+    pub max_failures: u32,
     /// First restart delay; doubles per consecutive failure (default 1 s).
     pub backoff: Duration,
     /// Longest restart delay (default 60 s).
@@ -103,6 +107,7 @@ impl WorkerConfig {
             shutdown_timeout: Duration::from_secs(10),
             attempts: 3,
             max_restarts: 5,
+            max_failures: 10,
             backoff: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             max_in_flight: None,
@@ -188,8 +193,9 @@ pub enum Error {
         attempts: u32,
         last: Box<Failure>,
     },
-    /// The worker failed to start `max_restarts` times in a row, or announced itself wrongly; no
-    /// request of this worker will be served.
+    /// The worker failed to start `max_restarts` times in a row, failed `max_failures` times in a
+    /// row while running without one successful result, or announced itself wrongly; no request of
+    /// this worker will be served.
     #[error("worker `{worker}` was given up: {reason}")]
     GaveUp {
         worker: String,
@@ -966,6 +972,18 @@ impl Supervisor {
     /// the front of the queue, and a restart is scheduled after the backoff.
     fn after_failure(&mut self, kind: FailureKind, message: String, stderr: StderrTail) {
         self.failures += 1;
+        if self.failures >= self.config.max_failures.max(1) {
+            let message = format!(
+                "{} failures in a row without a successful result; the last: {message}",
+                self.failures
+            );
+            self.give_up(Failure {
+                kind,
+                message,
+                stderr,
+            });
+            return;
+        }
         let delay = self.config.backoff_after(self.failures);
         tracing::warn!(
             "worker `{}`: {message}; restarting in {delay:?}",

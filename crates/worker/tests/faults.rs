@@ -341,6 +341,30 @@ fn a_request_that_always_crashes_fails_with_the_stderr_tail_and_the_rest_goes_on
 }
 
 #[test]
+fn a_worker_that_crashes_on_every_request_is_given_up() {
+    let fx = Fixture::new();
+    let mut config = fx.config(&["--fault", "*=crash"]);
+    config.max_failures = 4;
+    let worker = Worker::new(config).unwrap();
+    // Three attempts, three crashes: this request fails, the worker is not given up yet.
+    let first = worker.generate(fx.request("a")).unwrap_err();
+    assert!(
+        matches!(first, Error::Failed { attempts: 3, .. }),
+        "{first}"
+    );
+    // The fourth crash in a row without a result gives the worker up, and every later request.
+    let second = worker.generate(fx.request("b")).unwrap_err();
+    assert!(matches!(second, Error::GaveUp { .. }), "{second}");
+    let message = second.to_string();
+    assert!(message.contains("4 failures in a row"), "{message}");
+    assert!(message.contains("crashing on b#"), "{message}");
+    let third = worker.generate(fx.request("c")).unwrap_err();
+    assert!(matches!(third, Error::GaveUp { .. }), "{third}");
+    assert_eq!(fx.count("start"), 4, "no start after giving up");
+    assert_eq!(fx.received("c"), 0);
+}
+
+#[test]
 fn a_hung_request_is_killed_after_the_request_timeout_and_retried() {
     let fx = Fixture::new();
     let mut config = fx.config(&["--fault", "a=hang-once"]);
