@@ -12,23 +12,26 @@
 //!   the patch size), then a sigmoid → `(cx, cy, w, h)` in `[0, 1]`.
 //! * **Class head** (`class_head`): `dense0(feats)` and the query embeddings, both divided by
 //!   `(‖·‖ + 1e-6)`, dot products per patch and query, then `(logit + logit_shift(feats)) ·
-//!   (elu(logit_scale(feats)) + 1)`. Query embeddings are the text tower's pooled output (hidden
-//!   state at the highest token id, i.e. the EOS), `text_projection`, L2-normalised.
+//!   (elu(logit_scale(feats)) + 1)`.
+//! * **Text tower** (`{owlvit,owlv2}.text_model.*` + `text_projection`): CLIP's, and run by the
+//!   encoders crate's [`ClipText`] (tokenizer with truncation to the position table, token and
+//!   position embeddings, causal blocks, `final_layer_norm`, pooling, projection) with OWL's
+//!   [`TextRules`]: batches are padded with `pad_token_id` (`!`, id 0) and each query is pooled at
+//!   the argmax of its ids (the first maximum, i.e. the EOS), as transformers' OWL does whatever
+//!   the `eos_token_id`. Query embeddings are its output, L2-normalised.
 //! * **Objectness head** (OWLv2 only, `objectness_head`): the box-head MLP with one output. The
 //!   `ensemble` checkpoints use it in transformers only to pick the query box in image-guided
 //!   detection; text-queried detection does not use it. It is computed and reported.
 //!
 //! Only the native image size is supported (transformers' `interpolate_pos_encoding=False`).
 
-use std::path::PathBuf;
-
 use candle_core::{D, Device, IndexOp, Tensor};
 use encoders::checkpoint::{Checkpoint, Vb};
+use encoders::clip::{ClipText, ClipTextConfig, PadToken, Pooling, TextRules};
 use encoders::nn::{
     Activation, Block, BlockDims, BlockNames, LayerNorm, Linear, PatchEmbed, activation, run_blocks,
 };
 use serde::Deserialize;
-use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 
@@ -84,6 +87,34 @@ pub struct OwlTextConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    #[serde(default = "default_eos")]
+    pub eos_token_id: u32,
+}
+
+impl OwlTextConfig {
+    /// The same tower as a CLIP text config (OWL's pooling and padding are [`Owl`]'s
+    /// [`TextRules`], not derived from it).
+    pub fn to_clip(&self) -> ClipTextConfig {
+        ClipTextConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            max_position_embeddings: self.max_position_embeddings,
+            hidden_act: self.hidden_act.clone(),
+            layer_norm_eps: self.layer_norm_eps,
+            eos_token_id: self.eos_token_id,
+        }
+    }
+
+    /// OWL's text rules: pad with `pad_token_id` (default 0), pool at the argmax of the ids.
+    pub fn text_rules(&self) -> TextRules {
+        TextRules {
+            pad: PadToken::Id(self.pad_token_id.unwrap_or(0)),
+            pooling: Pooling::ArgmaxId,
+        }
+    }
 }
 
 /// `vision_config` (defaults as transformers' `OwlViTVisionConfig`).
@@ -135,6 +166,9 @@ fn default_act() -> String {
 }
 fn default_eps() -> f64 {
     1e-5
+}
+fn default_eos() -> u32 {
+    49407
 }
 fn default_vision_hidden() -> usize {
     768
@@ -190,6 +224,15 @@ fn load_blocks(
     Ok((0..layers)
         .map(|i| Block::load(&vb.pp(i), &OWL_BLOCK, &dims))
         .collect::<encoders::Result<Vec<_>>>()?)
+}
+
+/// The text tower's errors as this crate's: bad input and tokenizer failures keep their kind.
+fn text_error(e: encoders::Error) -> Error {
+    match e {
+        encoders::Error::Input(message) => Error::Input(message),
+        encoders::Error::Tokenizer { path, message } => Error::Tokenizer { path, message },
+        other => Error::Checkpoint(other),
+    }
 }
 
 /// Applies `layer` to `x` of shape `(..., in)` (flattening the leading dimensions).
@@ -278,15 +321,7 @@ pub struct Owl {
     vision_blocks: Vec<Block>,
     post_norm: LayerNorm,
     merge_norm: LayerNorm,
-    // text
-    tokenizer: Tokenizer,
-    tokenizer_file: PathBuf,
-    token_embedding: Tensor,
-    text_positions: Tensor,
-    text_blocks: Vec<Block>,
-    final_norm: LayerNorm,
-    text_projection: Linear,
-    pad_id: u32,
+    text: ClipText,
     // heads
     box_head: BoxMlp,
     box_bias: Tensor,
@@ -349,22 +384,15 @@ impl Owl {
         let d = vc.hidden_size;
         let grid = vc.image_size / vc.patch_size;
         let vision_act = activation(&vc.hidden_act, &checkpoint.config_file)?;
-        let text_act = activation(&tc.hidden_act, &checkpoint.config_file)?;
-        let text = backbone.pp("text_model");
-        let temb = text.pp("embeddings");
         let t = tc.hidden_size;
-
-        let tokenizer_file =
-            checkpoint
-                .file("tokenizer.json")
-                .ok_or_else(|| encoders::Error::MissingFile {
-                    path: checkpoint.dir.join("tokenizer.json"),
-                })?;
-        let tokenizer = Tokenizer::from_file(&tokenizer_file).map_err(|e| Error::Tokenizer {
-            path: tokenizer_file.clone(),
-            message: e.to_string(),
-        })?;
-        let pad_id = tc.pad_token_id.unwrap_or(0);
+        let text = ClipText::load(
+            &backbone,
+            &tc.to_clip(),
+            config.projection_dim,
+            checkpoint,
+            tc.text_rules(),
+        )
+        .map_err(text_error)?;
 
         let root_heads = &root;
         let objectness_head = if variant == OwlVariant::Owlv2 {
@@ -399,32 +427,7 @@ impl Owl {
             )?,
             post_norm: LayerNorm::load(&vision, "post_layernorm", d, vc.layer_norm_eps)?,
             merge_norm: LayerNorm::load(root_heads, "layer_norm", d, vc.layer_norm_eps)?,
-            tokenizer,
-            tokenizer_file,
-            token_embedding: temb
-                .pp("token_embedding")
-                .get(&[tc.vocab_size, t], "weight")?,
-            text_positions: temb
-                .pp("position_embedding")
-                .get(&[tc.max_position_embeddings, t], "weight")?,
-            text_blocks: load_blocks(
-                &text,
-                tc.num_hidden_layers,
-                t,
-                tc.num_attention_heads,
-                tc.intermediate_size,
-                tc.layer_norm_eps,
-                text_act,
-            )?,
-            final_norm: LayerNorm::load(&text, "final_layer_norm", t, tc.layer_norm_eps)?,
-            text_projection: Linear::load(
-                &backbone,
-                "text_projection",
-                t,
-                config.projection_dim,
-                false,
-            )?,
-            pad_id,
+            text,
             box_head: BoxMlp::load(&root_heads.pp("box_head"), d, 4)?,
             box_bias: Tensor::from_vec(bias, (grid * grid, 4), device)?,
             class_dense: Linear::load(&root_heads.pp("class_head"), "dense0", d, t, true)?,
@@ -459,28 +462,7 @@ impl Owl {
 
     /// Token ids per query (BOS … EOS), truncated to the position table keeping the EOS.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let tok_err = |e: tokenizers::Error| Error::Tokenizer {
-            path: self.tokenizer_file.clone(),
-            message: e.to_string(),
-        };
-        let mut tokenizer = self.tokenizer.clone();
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length: self.config.text_config.max_position_embeddings,
-                ..Default::default()
-            }))
-            .map_err(tok_err)?;
-        tokenizer.with_padding(None);
-        texts
-            .iter()
-            .map(|t| {
-                Ok(tokenizer
-                    .encode(*t, true)
-                    .map_err(tok_err)?
-                    .get_ids()
-                    .to_vec())
-            })
-            .collect()
+        self.text.tokenize(texts).map_err(text_error)
     }
 
     /// Query embeddings `(queries, projection_dim)`, L2-normalised, for texts.
@@ -491,49 +473,7 @@ impl Owl {
     /// Query embeddings `(queries, projection_dim)`, L2-normalised, for token ids (unpadded or
     /// padded after the EOS; the causal mask makes padding irrelevant).
     pub fn embed_query_ids(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
-        let device = self.text_positions.device();
-        let n = ids.len();
-        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-        let max_len = self.config.text_config.max_position_embeddings;
-        if n == 0 || len == 0 {
-            return Err(Error::Input("no query to embed".into()));
-        }
-        if len > max_len {
-            return Err(Error::Input(format!(
-                "{len} tokens exceed the {max_len} text positions"
-            )));
-        }
-        let vocab = self.token_embedding.dim(0)?;
-        let mut flat = Vec::with_capacity(n * len);
-        let mut pooled_rows = Vec::with_capacity(n);
-        for (b, seq) in ids.iter().enumerate() {
-            if let Some(bad) = seq.iter().find(|&&i| i as usize >= vocab) {
-                return Err(Error::Input(format!(
-                    "token id {bad} outside the vocabulary of {vocab}"
-                )));
-            }
-            // transformers pools at argmax(ids) (the EOS has the highest id); first maximum.
-            let max = seq.iter().copied().max().unwrap_or(0);
-            let pos = seq.iter().position(|&i| i == max).unwrap_or(0);
-            pooled_rows.push((b * len + pos) as u32);
-            flat.extend_from_slice(seq);
-            flat.extend(std::iter::repeat_n(
-                self.pad_id.min(vocab as u32 - 1),
-                len - seq.len(),
-            ));
-        }
-        let t = self.token_embedding.dim(1)?;
-        let flat = Tensor::from_vec(flat, n * len, device)?;
-        let x = self
-            .token_embedding
-            .index_select(&flat, 0)?
-            .reshape((n, len, t))?
-            .broadcast_add(&self.text_positions.narrow(0, 0, len)?)?;
-        let x = run_blocks(&self.text_blocks, x, true)?;
-        let rows = Tensor::from_vec(pooled_rows, n, device)?;
-        let pooled = x.reshape((n * len, t))?.index_select(&rows, 0)?;
-        let pooled = self.final_norm.forward(&pooled)?;
-        let q = self.text_projection.forward(&pooled)?;
+        let q = self.text.embed_ids(ids).map_err(text_error)?;
         Ok(q.broadcast_div(&q.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?)
     }
 

@@ -9,9 +9,14 @@
 //! * [`ClipText`] — `text_model.*` + `text_projection`, with the checkpoint's own `tokenizer.json`:
 //!   texts are truncated to the position table (77) as `padding=True, truncation=True` does, run
 //!   through causally masked blocks and `final_layer_norm`, and the hidden state at the EOS position
-//!   is projected — `get_text_features`. The EOS position is taken from each text's own tokens
-//!   (argmax of the ids for legacy configs with `eos_token_id == 2`, else the first `eos_token_id`),
-//!   so with the causal mask the result does not depend on how a batch is padded.
+//!   is projected — `get_text_features`. The EOS position is taken from each text's own tokens, so
+//!   with the causal mask the result does not depend on how a batch is padded. How a batch is
+//!   padded and which position is pooled are the tower's [`TextRules`]: CLIP's
+//!   ([`TextRules::clip`]) pad with `<|endoftext|>` and pool at the argmax of the ids for legacy
+//!   configs with `eos_token_id == 2`, else at the first `eos_token_id`. [`ClipText::load`] is
+//!   public so that models built around the same text tower under another prefix and with other
+//!   rules reuse it (the OWL-ViT / OWLv2 detectors in `crates/detectors`: pad with `!`, pool at
+//!   the argmax of the ids).
 //!
 //! Neither tower L2-normalises; callers normalise before cosine similarities.
 
@@ -258,6 +263,50 @@ impl ClipVision {
     }
 }
 
+/// The token that fills a batch's shorter texts after their EOS (never attended to, through the
+/// causal mask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadToken {
+    /// The tokenizer's `<|endoftext|>`, else the config's `eos_token_id` (CLIP's tokenizers).
+    EndOfText,
+    /// This id (OWL's tokenizers pad with `!`, id 0).
+    Id(u32),
+}
+
+/// The position of each text whose hidden state a text tower pools, found in the text's own
+/// (unpadded) ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The first maximum of the ids (torch's `argmax`): the EOS where it is the highest id.
+    ArgmaxId,
+    /// The first occurrence of this id.
+    FirstId(u32),
+}
+
+/// How a [`ClipText`] pads a batch and which position it pools: what differs between models
+/// that share CLIP's text tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextRules {
+    pub pad: PadToken,
+    pub pooling: Pooling,
+}
+
+impl TextRules {
+    /// CLIP's, as transformers' `CLIPTextTransformer`: pad with `<|endoftext|>`; pool at the
+    /// argmax of the ids for legacy configs with `eos_token_id == 2`, else at the first
+    /// `eos_token_id`.
+    pub fn clip(cfg: &ClipTextConfig) -> Self {
+        Self {
+            pad: PadToken::EndOfText,
+            pooling: if cfg.eos_token_id == 2 {
+                Pooling::ArgmaxId
+            } else {
+                Pooling::FirstId(cfg.eos_token_id)
+            },
+        }
+    }
+}
+
 /// CLIP's text tower with its projection and tokenizer.
 pub struct ClipText {
     tokenizer: Tokenizer,
@@ -268,18 +317,27 @@ pub struct ClipText {
     final_norm: LayerNorm,
     projection: Linear,
     max_len: usize,
-    eos_token_id: u32,
+    pooling: Pooling,
     pad_id: u32,
 }
 
 impl ClipText {
-    fn load(
+    /// Loads the tower from `vb`, the prefix that holds `text_model.*` and `text_projection`
+    /// (the root for CLIP), with the tokenizer from `checkpoint`'s `tokenizer.json`.
+    pub fn load(
         vb: &Vb,
         cfg: &ClipTextConfig,
         projection_dim: usize,
         checkpoint: &Checkpoint,
+        rules: TextRules,
     ) -> Result<Self> {
         let d = cfg.hidden_size;
+        if cfg.num_attention_heads == 0 || !d.is_multiple_of(cfg.num_attention_heads) {
+            return Err(Error::Config {
+                path: checkpoint.config_file.clone(),
+                reason: "text hidden_size is not a multiple of num_attention_heads".into(),
+            });
+        }
         let act = activation(&cfg.hidden_act, &checkpoint.config_file)?;
         let tokenizer_file =
             checkpoint
@@ -291,9 +349,12 @@ impl ClipText {
             path: tokenizer_file.clone(),
             message: e.to_string(),
         })?;
-        let pad_id = tokenizer
-            .token_to_id("<|endoftext|>")
-            .unwrap_or(cfg.eos_token_id);
+        let pad_id = match rules.pad {
+            PadToken::EndOfText => tokenizer
+                .token_to_id("<|endoftext|>")
+                .unwrap_or(cfg.eos_token_id),
+            PadToken::Id(id) => id,
+        };
         let tower = vb.pp("text_model");
         let emb = tower.pp("embeddings");
         Ok(Self {
@@ -315,14 +376,15 @@ impl ClipText {
             final_norm: LayerNorm::load(&tower, "final_layer_norm", d, cfg.layer_norm_eps)?,
             projection: Linear::load(vb, "text_projection", d, projection_dim, false)?,
             max_len: cfg.max_position_embeddings,
-            eos_token_id: cfg.eos_token_id,
+            pooling: rules.pooling,
             tokenizer,
             tokenizer_file,
             pad_id,
         })
     }
 
-    /// Token ids per text, with BOS/EOS, truncated to the position table (77) keeping the EOS.
+    /// Token ids per text, with BOS/EOS, truncated to the position table (77 for CLIP) keeping
+    /// the EOS.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let mut tokenizer = self.tokenizer.clone();
         tokenizer
@@ -352,15 +414,12 @@ impl ClipText {
 
     /// The pooled (EOS) position of one unpadded sequence, as transformers picks it.
     fn eos_position(&self, ids: &[u32]) -> usize {
-        if self.eos_token_id == 2 {
-            // Legacy configs: the EOS is the highest id; torch's argmax takes the first maximum.
-            let max = ids.iter().copied().max().unwrap_or(0);
-            ids.iter().position(|&i| i == max).unwrap_or(0)
-        } else {
-            ids.iter()
-                .position(|&i| i == self.eos_token_id)
-                .unwrap_or(0)
-        }
+        let target = match self.pooling {
+            // torch's argmax takes the first maximum.
+            Pooling::ArgmaxId => ids.iter().copied().max().unwrap_or(0),
+            Pooling::FirstId(id) => id,
+        };
+        ids.iter().position(|&i| i == target).unwrap_or(0)
     }
 
     /// Texts → `(n, projection_dim)` (`get_text_features`).
@@ -469,7 +528,16 @@ impl Clip {
             .transpose()?;
         let text = options
             .text
-            .then(|| ClipText::load(&vb, &config.text_config, config.projection_dim, checkpoint))
+            .then(|| {
+                let cfg = &config.text_config;
+                ClipText::load(
+                    &vb,
+                    cfg,
+                    config.projection_dim,
+                    checkpoint,
+                    TextRules::clip(cfg),
+                )
+            })
             .transpose()?;
         tracing::info!(
             model = %checkpoint.model,
