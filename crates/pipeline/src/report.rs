@@ -275,18 +275,9 @@ fn summary(pipeline: &Pipeline, evaluated: &Evaluated) -> String {
 fn local_lines(pipeline: &Pipeline, evaluated: &Evaluated) -> std::io::Result<String> {
     let mut lines = String::new();
     for (item, states) in evaluated.iter().filter(|(item, _)| !item.is_reference()) {
-        let Some((_, StageState::Done(entry))) = states.iter().find(|(s, _)| *s == "local-score")
-        else {
+        let Some(local) = done_json::<Value>(pipeline, states, "local-score", "local")? else {
             continue;
         };
-        let Some(digest) = entry.outputs.get("local") else {
-            continue;
-        };
-        let bytes = pipeline
-            .store
-            .read_blob(digest)
-            .map_err(std::io::Error::other)?;
-        let local: Value = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
         let mut line = json!({"model": item.model, "prompt_id": item.prompt.id, "seed": item.seed});
         if let (Value::Object(line), Value::Object(local)) = (&mut line, local) {
             line.extend(local);
